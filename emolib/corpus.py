@@ -17,9 +17,10 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 from . import __version__
 
@@ -354,9 +355,9 @@ def run_corpus(
     progress: bool = True,
 ) -> tuple[Path, GenerationReport]:
     """Load the model (unless ``loaded`` is given), generate what is missing, write provenance."""
+    from .constants import EMOTIONS_FILE, TOPICS_FILE
     from .models import load_model
     from .stimuli import file_sha256, load_emotions, load_topics
-    from .constants import EMOTIONS_FILE, TOPICS_FILE
 
     m = loaded or load_model(model_name)
     out = Path(out_dir) if out_dir else corpus_dir_for(model_name)
@@ -390,3 +391,78 @@ if __name__ == "__main__":  # python -m emolib.corpus --model smollm2-135m-instr
     path, rep = run_corpus(a.model, n_per_emotion=a.n_per_emotion, n_neutral=a.n_neutral, sampling=s, out_dir=a.out)
     print(f"{path}: {rep.n_generated} new records, {rep.new_tokens} tokens in {rep.seconds:.0f} s "
           f"({rep.tokens_per_second:.1f} tok/s)")
+
+
+# --- loading a finished corpus ------------------------------------------------------------------
+
+REQUIRED_FIELDS = ("id", "kind", "emotion", "topic_index", "text")
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A loaded corpus. ``stories`` has one row per story with its emotion index (order of the emotion
+    list), topic, leak flag (names its emotion) and degenerate reason (None = usable)."""
+
+    stories: Any  # pandas.DataFrame
+    neutral: Any  # pandas.DataFrame
+    emotions: tuple[str, ...]
+    sha256: str
+    path: Path
+
+    def usable(self) -> Any:
+        return self.stories[self.stories["degenerate"].isna()].reset_index(drop=True)
+
+    def usable_neutral(self) -> Any:
+        return self.neutral[self.neutral["degenerate"].isna()].reset_index(drop=True)
+
+    def quality(self) -> dict[str, Any]:
+        s = self.stories
+        ok = s[s["degenerate"].isna()]
+        return {
+            "n_stories": int(len(s)),
+            "n_neutral": int(len(self.neutral)),
+            "n_degenerate": int(s["degenerate"].notna().sum()),
+            "n_degenerate_neutral": int(self.neutral["degenerate"].notna().sum()),
+            "degenerate_reasons": {str(k): int(v) for k, v in s["degenerate"].value_counts().items()},
+            "leak_rate": float(ok["leak"].mean()) if len(ok) else float("nan"),
+            "stories_per_emotion_min": int(ok.groupby("emotion").size().reindex(self.emotions).fillna(0).min()),
+        }
+
+    def leak_by_emotion(self) -> Any:
+        ok = self.usable()
+        return ok.groupby("emotion")["leak"].agg(["mean", "size"]).rename(
+            columns={"mean": "leak_rate", "size": "n_stories"}).reindex(list(self.emotions))
+
+
+def load_corpus(folder: str | Path, emotions: Sequence[str]) -> Corpus:
+    """Read ``folder/corpus.jsonl`` and validate every record against the emotion list."""
+    import pandas as pd
+
+    from .stimuli import file_sha256
+
+    folder = Path(folder)
+    path = folder / "corpus.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"No corpus at {path}; generate one with python -m emolib.corpus --model ...")
+    recs = read_jsonl(path)
+    if not recs:
+        raise ValueError(f"{path} holds no records")
+    known = {e: i for i, e in enumerate(emotions)}
+    for n, r in enumerate(recs):
+        missing = [f for f in REQUIRED_FIELDS if f not in r]
+        if missing:
+            raise ValueError(f"{path}: record {n} lacks fields {missing}")
+        if r["kind"] not in ("story", "neutral"):
+            raise ValueError(f"{path}: record {n} has unknown kind {r['kind']!r}")
+        if r["kind"] == "story" and r["emotion"] not in known:
+            raise ValueError(f"{path}: record {n} names unknown emotion {r['emotion']!r}")
+    df = pd.DataFrame(recs)
+    if df["id"].duplicated().any():
+        raise ValueError(f"{path}: duplicate ids {df.loc[df['id'].duplicated(), 'id'].tolist()[:5]}")
+    df["degenerate"] = [degenerate_reason(t) for t in df["text"]]
+    stories = df[df["kind"] == "story"].copy()
+    stories["emotion_index"] = stories["emotion"].map(known).astype(int)
+    stories["leak"] = [bool(leak_spans(t, e)) for t, e in zip(stories["text"], stories["emotion"])]
+    neutral = df[df["kind"] == "neutral"].copy()
+    return Corpus(stories.reset_index(drop=True), neutral.reset_index(drop=True), tuple(emotions),
+                  file_sha256(path), path)

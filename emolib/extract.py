@@ -17,9 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 
@@ -125,7 +126,7 @@ def _load_batch(path: Path) -> dict[str, torch.Tensor] | None:
         return None
 
 
-def _selection(
+def select_positions(
     offsets: list[tuple[int, int]],
     n_real: int,
     text: str,
@@ -204,7 +205,7 @@ def extract(
     ids, offs = tokenize(model.tokenizer, texts)
     if max_tokens is not None:
         ids = [x[:max_tokens] for x in ids]
-    selections = [_selection(o, len(i), t, mask, e, k) for k, (i, o, t, e) in enumerate(zip(ids, offs, texts, excl))]
+    selections = [select_positions(o, len(i), t, mask, e, k) for k, (i, o, t, e) in enumerate(zip(ids, offs, texts, excl))]
     empty = [k for k, s in enumerate(selections) if not s]
     if empty:
         raise ValueError(
@@ -317,7 +318,7 @@ def residual_norms(model: LoadedModel, texts: Sequence[str], **kw: Any) -> dict[
 
 
 @torch.no_grad()
-def norm_profile(model: LoadedModel, texts: Sequence[str]) -> "Any":
+def norm_profile(model: LoadedModel, texts: Sequence[str]) -> Any:
     """Mean residual norm per layer at position 0 (the attention sink) and at every later position.
 
     Returns a long DataFrame with columns layer, position ("first" | "rest"), norm.

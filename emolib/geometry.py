@@ -190,8 +190,16 @@ def correlate(
         null95 = float(np.percentile(null, 95))
 
     return Correlation(
-        r=r, rho=rho, ci_low=ci_low, ci_high=ci_high, p_perm=p_perm, null_abs_r95=null95,
-        n=n, n_boot=n_boot, n_perm=n_perm, seed=seed,
+        r=r,
+        rho=rho,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        p_perm=p_perm,
+        null_abs_r95=null95,
+        n=n,
+        n_boot=n_boot,
+        n_perm=n_perm,
+        seed=seed,
     )
 
 
@@ -266,7 +274,9 @@ def cluster_table(labels: ArrayLike, names: list[str], scores: ArrayLike | None 
 def _check_labels(acts: NDArray, labels: ArrayLike, n_emotions: int | None) -> tuple[NDArray[np.int_], int]:
     labels = np.asarray(labels)
     if labels.shape != (acts.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be ints of shape ({acts.shape[0]},), got {labels.dtype} {labels.shape}")
+        raise ValueError(
+            f"labels must be ints of shape ({acts.shape[0]},), got {labels.dtype} {labels.shape}"
+        )
     n_emotions = int(labels.max()) + 1 if n_emotions is None else int(n_emotions)
     if labels.min() < 0 or labels.max() >= n_emotions:
         raise ValueError(f"labels must lie in 0..{n_emotions - 1}")
@@ -320,3 +330,79 @@ def permutation_null_vectors(
     labels, n_emotions = _check_labels(acts, labels, n_emotions)
     rng = np.random.default_rng(seed)
     return [fn(_emotion_means(acts, rng.permutation(labels), n_emotions)) for _ in range(n_perm)]
+
+
+@dataclass(frozen=True)
+class RatingGeometry:
+    """PCA of emotion vectors oriented against human ratings, and the correlations the paper reports.
+
+    Sign convention: PC1 is flipped so that its scores correlate positively with valence (positive =
+    pleasant), PC2 and PC3 so that they correlate positively with arousal. The sign of a principal
+    component is arbitrary, so every test is two-sided."""
+
+    pca: PCAResult
+    pc1_valence: Correlation
+    pc2_arousal: Correlation
+    pc3_arousal: Correlation
+
+
+def rating_geometry(V: ArrayLike, positions: ArrayLike, valence: ArrayLike, arousal: ArrayLike, *,
+                    standardize: bool = False, n_boot: int = 1000, n_perm: int = 1000,
+                    seed: int = 0) -> RatingGeometry:
+    """PCA of all rows of ``V`` [n_emotions, d]; correlations over the rated rows ``positions``."""
+    pos = np.asarray(positions, dtype=int)
+    val, aro = np.asarray(valence, dtype=float), np.asarray(arousal, dtype=float)
+    res = pca(V, n_components=max(3, min(10, np.asarray(V).shape[0])), standardize=standardize)
+    ref_v = np.full(res.scores.shape[0], np.nan)
+    ref_a = np.full(res.scores.shape[0], np.nan)
+    ref_v[pos], ref_a[pos] = val, aro
+    res = orient(orient(orient(res, 0, ref_v), 1, ref_a), 2, ref_a)
+    kw = dict(n_boot=n_boot, n_perm=n_perm, seed=seed)
+    return RatingGeometry(
+        res,
+        correlate(res.scores[pos, 0], val, **kw),
+        correlate(res.scores[pos, 1], aro, **kw),
+        correlate(res.scores[pos, 2], aro, **kw),
+    )
+
+
+def abs_pc_correlation(V: ArrayLike, positions: ArrayLike, reference: ArrayLike, axis: int = 0,
+                       standardize: bool = False) -> float:
+    """|Pearson r| between PC ``axis`` of ``V`` and ``reference`` on rows ``positions`` (for nulls)."""
+    res = pca(V, n_components=axis + 1, standardize=standardize)
+    x = res.scores[np.asarray(positions, dtype=int), axis]
+    return float(abs(np.corrcoef(x, np.asarray(reference, dtype=float))[0, 1]))
+
+
+def name_clusters(labels: ArrayLike, names: list[str], V: ArrayLike, n_words: int = 2) -> dict[int, str]:
+    """Name each cluster after its ``n_words`` most central members (highest mean cosine to the others)."""
+    labels = np.asarray(labels)
+    cos = cosine_matrix(V)
+    out = {}
+    for c in np.unique(labels):
+        idx = np.where(labels == c)[0]
+        central = idx[np.argsort(-cos[np.ix_(idx, idx)].mean(1))[:n_words]]
+        out[int(c)] = " & ".join(names[i].capitalize() for i in central)
+    return out
+
+
+def pair_agreement(labels: dict[str, int], groups: dict[str, list[str]]) -> float:
+    """Share of word pairs within each reference group that ``labels`` puts in the same cluster."""
+    same = total = 0
+    for words in groups.values():
+        ws = [w for w in words if w in labels]
+        for i in range(len(ws)):
+            for j in range(i + 1, len(ws)):
+                total += 1
+                same += labels[ws[i]] == labels[ws[j]]
+    if total == 0:
+        raise ValueError("No reference pair is present among the clustered words")
+    return same / total
+
+
+def pair_agreement_null(labels: dict[str, int], groups: dict[str, list[str]], n_perm: int = 1000,
+                        seed: int = 0) -> np.ndarray:
+    """``pair_agreement`` with the cluster labels shuffled across words (same cluster sizes)."""
+    rng = np.random.default_rng(seed)
+    words, labs = list(labels), np.array(list(labels.values()))
+    return np.array([pair_agreement(dict(zip(words, rng.permutation(labs))), groups) for _ in range(n_perm)])

@@ -18,9 +18,10 @@ import importlib.metadata as md
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .constants import cache_dir
 
@@ -201,8 +202,8 @@ def load_model(
         raise ValueError(f"device={device!r} asked for, but torch sees no CUDA device")
     if kind != "hub":
         _set_offline_defaults()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = getattr(torch, dtype)
     if kind == "packaged":
@@ -289,7 +290,7 @@ def logits_parity(model: LoadedModel, prompts: tuple[str, ...] = PARITY_PROMPTS)
     return worst
 
 
-def parameter_table(model: LoadedModel) -> "Any":
+def parameter_table(model: LoadedModel) -> Any:
     """The architecture as a one-column DataFrame (for the model card)."""
     import pandas as pd
 

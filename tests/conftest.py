@@ -12,7 +12,6 @@ import random  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-
 from tiny import make_tiny_model_dir  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))

@@ -37,7 +37,7 @@ def planted():
 
 
 def test_pca_recovers_planted_axes(planted):
-    X, u1, u2, valence, arousal = planted
+    X, u1, u2, _, _ = planted
     res = pca(X, n_components=5)
     assert res.scores.shape == (N, 5) and res.components.shape == (5, D)
     assert _abs_cos(res.components[0], u1) > 0.99
@@ -131,13 +131,22 @@ def test_correlate_negative_is_two_sided():
     assert c.r < -0.8 and c.ci_high < 0 and c.p_perm < 0.01
 
 
-def test_correlate_independent():
+def test_correlate_uncorrelated():
+    x = np.linspace(-1.0, 1.0, 41)
+    c = correlate(x, x**2, seed=0)  # dependent but exactly uncorrelated
+    assert abs(c.r) < 1e-12 and abs(c.rho) < 0.1  # rho is not exactly 0: ties in x**2
+    assert c.p_perm > 0.9
+    assert c.ci_low < 0 < c.ci_high
+
+
+def test_correlate_matches_scipy_on_random_data():
     rng = np.random.default_rng(5)
     x, y = rng.standard_normal(50), rng.standard_normal(50)
     c = correlate(x, y, seed=0)
-    assert c.r == pytest.approx(pearsonr(x, y)[0]) and c.rho == pytest.approx(spearmanr(x, y)[0])
-    assert c.p_perm > 0.1
-    assert c.ci_low < 0 < c.ci_high
+    ref = pearsonr(x, y)
+    assert c.r == pytest.approx(ref[0]) and c.rho == pytest.approx(spearmanr(x, y)[0])
+    assert abs(c.p_perm - ref[1]) < 0.03  # permutation p close to the parametric one
+    assert c.ci_low < c.r < c.ci_high
     assert 0.2 < c.null_abs_r95 < 0.36  # about 1.96 / sqrt(50) = 0.28
     assert (c.p_perm * 1001) == pytest.approx(round(c.p_perm * 1001))
 

@@ -26,7 +26,11 @@ def emotions() -> list[str]:
 @pytest.fixture
 def small() -> pd.DataFrame:
     return pd.DataFrame(
-        {"Word": ["happy", "Sad", "horror", "calm"], "V.Mean.Sum": [8.0, 2.0, 3.0, 7.0], "A.Mean.Sum": [6.0, 3.0, 6.5, 2.0]}
+        {
+            "Word": ["happy", "Sad", "horror", "calm"],
+            "V.Mean.Sum": [8.0, 2.0, 3.0, 7.0],
+            "A.Mean.Sum": [6.0, 3.0, 6.5, 2.0],
+        }
     )
 
 
@@ -62,7 +66,7 @@ def test_join_values_come_from_the_right_rows(ratings, emotions):
         assert table.loc[emotion, "lemma"] == word
         assert table.loc[emotion, "valence"] == by_word.loc[word, "V.Mean.Sum"]
         assert table.loc[emotion, "arousal"] == by_word.loc[word, "A.Mean.Sum"]
-    assert table.loc["afraid", "valence"] < 4 < 6 < table.loc["loving", "valence"]
+    assert table.loc["afraid", "valence"] < 4 and table.loc["loving", "valence"] > 6
 
 
 def test_lemma_map_is_sound(ratings, emotions):
@@ -78,7 +82,9 @@ def test_lemma_map_is_sound(ratings, emotions):
 
 
 def test_join_exact_wins_and_is_case_insensitive(small):
-    j = join_ratings(["sad", "happy", "horrified", "bored"], small, lemma_map={"happy": "calm", "horrified": "horror"})
+    j = join_ratings(
+        ["sad", "happy", "horrified", "bored"], small, lemma_map={"happy": "calm", "horrified": "horror"}
+    )
     assert list(j.table.index) == ["sad", "happy", "horrified"]
     assert j.table.loc["sad", "lemma"] == "Sad" and j.table.loc["sad", "match"] == "exact"
     assert j.table.loc["happy", "valence"] == 8.0  # exact match, not the mapped "calm"

@@ -1,0 +1,103 @@
+"""Corpus: job layout, leak and degeneracy rules, and resumable, reproducible generation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from emolib.corpus import (
+    Sampling,
+    build_jobs,
+    degenerate_reason,
+    generate_corpus,
+    leak_spans,
+    read_jsonl,
+    render_prompt,
+)
+from emolib.stimuli import load_emotions, load_topics
+
+
+def test_jobs_round_robin_and_topic_split():
+    emotions, topics = load_emotions(), load_topics()
+    jobs = build_jobs(emotions, topics, 20, 200)
+    stories = [j for j in jobs if j.kind == "story"]
+    assert len(stories) == 171 * 20 and sum(j.kind == "neutral" for j in jobs) == 200
+    first_round = [j.emotion for j in jobs if j.kind == "story"][:171]
+    assert first_round == emotions  # every emotion once before any gets a second story
+    for e in ("afraid", "calm", "worn out"):
+        mine = [j for j in stories if j.emotion == e]
+        assert len({j.topic_index for j in mine}) == 20  # distinct topics
+        assert {j.topic_index % 5 for j in mine} == set(range(5))  # every by-topic fold holds stories
+        assert {j.person for j in mine} == {"first", "third"}
+    assert len({j.id for j in jobs}) == len(jobs)
+
+
+def test_prompts_chat_and_base(tiny):
+    job = build_jobs(["afraid"], ["A storm reaches the harbour"], 1, 1)
+    chat = render_prompt(job[-1], tiny.tokenizer)
+    assert chat.startswith("<|im_start|>user") and chat.endswith("<|im_start|>assistant\n")
+    assert "afraid" in chat and "storm" in chat
+
+    class Base:
+        chat_template = None
+
+    base = render_prompt(job[-1], Base())
+    assert "<|im_start|>" not in base and "afraid" in base
+    neutral = render_prompt(job[0], Base())
+    assert neutral.endswith("Human:")
+
+
+@pytest.mark.parametrize(
+    "emotion,text,n",
+    [
+        ("desperate", "She was desperate. Desperately, in desperation, she ran.", 3),
+        ("happy", "Happiness? He was happy, happily so.", 3),
+        ("calm", "Nothing here names it.", 0),
+        ("at ease", "He felt at ease, then at  ease again.", 2),
+        ("worn out", "I am worn-out and worn out.", 2),
+        ("afraid", "Fraidy cat.", 0),
+    ],
+)
+def test_leak_spans(emotion, text, n):
+    assert len(leak_spans(text, emotion)) == n
+
+
+def test_degenerate_rule():
+    assert degenerate_reason("Too short.") == "too_short"
+    assert degenerate_reason("I am a cat. " * 20) == "looping"
+    story = ("Maria stood at the window, counting the cars that passed below. Her coffee had gone cold an hour "
+             "ago, but she kept her fingers wrapped around the mug as if it could still warm her. When the "
+             "phone finally rang she let it ring twice more before answering.")
+    assert degenerate_reason(story) is None
+
+
+def test_generation_resumes_exactly(tiny, tmp_path):
+    jobs = build_jobs(["afraid", "calm", "happy"], ["A storm", "A letter", "A train"], 2, 2)
+    s = Sampling(max_new_tokens=6, batch_size=3, seed=7)
+    whole = tmp_path / "whole.jsonl"
+    rep = generate_corpus(tiny.hf_model, tiny.tokenizer, jobs, whole, s, progress=False)
+    assert rep.n_generated == len(jobs) and rep.new_tokens > 0
+
+    part = tmp_path / "part.jsonl"
+    generate_corpus(tiny.hf_model, tiny.tokenizer, jobs, part, s, progress=False, max_batches=1)
+    lines = part.read_text().splitlines()
+    assert len(lines) == 3
+    # a run killed mid-write: one finished record lost and a torn line left behind
+    part.write_text("\n".join(lines[:2]) + "\n" + lines[2][:15])
+    rep2 = generate_corpus(tiny.hf_model, tiny.tokenizer, jobs, part, s, progress=False)
+    assert rep2.n_done_before == 2 and rep2.n_generated == len(jobs) - 2
+    a = {r["id"]: r["text"] for r in read_jsonl(whole)}
+    b = {r["id"]: r["text"] for r in read_jsonl(part)}
+    assert a == b  # same texts as the uninterrupted run
+    assert len(part.read_text().splitlines()) == len(jobs)
+
+    rep3 = generate_corpus(tiny.hf_model, tiny.tokenizer, jobs, part, s, progress=False)
+    assert rep3.n_generated == 0  # nothing is redone
+
+
+def test_read_jsonl_malformed_middle(tmp_path):
+    p = tmp_path / "c.jsonl"
+    p.write_text(json.dumps({"id": 1}) + "\nnot json\n" + json.dumps({"id": 2}) + "\n")
+    with pytest.raises(ValueError, match="line 2"):
+        read_jsonl(p)

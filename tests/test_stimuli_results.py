@@ -1,0 +1,72 @@
+"""Data-file validation and the metrics.json helper."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from emolib.results import Run, read_metrics, write_metrics
+from emolib.stimuli import check_emotions, load_emotions, load_topics
+
+
+def test_real_files_load():
+    emotions = load_emotions()
+    assert len(emotions) == 171 and emotions[0] == "afraid" and "at ease" in emotions
+    assert len(load_topics()) == 100
+
+
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        ('["calm", "happy", "Calm"]', "duplicate"),
+        ('{"calm": 1}', "list"),
+        ('["calm", 3]', "not non-empty strings"),
+        ('["calm",', "not valid JSON"),
+        ("[]", "non-empty"),
+    ],
+)
+def test_malformed_emotion_files(tmp_path, content, match):
+    p = tmp_path / "e.json"
+    p.write_text(content)
+    with pytest.raises(ValueError, match=match):
+        load_emotions(p)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_topics(tmp_path / "nope.json")
+
+
+def test_unknown_emotion():
+    with pytest.raises(ValueError, match="hangry"):
+        check_emotions(["calm", "hangry"], load_emotions())
+    assert check_emotions(["Calm "], load_emotions()) == ["calm"]
+
+
+def test_metrics_merge_never_drops_keys(tmp_path):
+    write_metrics("m", {"a": 1, "_provenance": {"nb1": {"x": 1}}}, tmp_path)
+    write_metrics("m", {"b": np.float32(0.5), "c": [np.int64(2)], "d": float("nan"),
+                        "_provenance": {"nb2": {"y": 2}}}, tmp_path)
+    m = read_metrics("m", tmp_path)
+    assert m["a"] == 1 and m["b"] == 0.5 and m["c"] == [2] and m["d"] is None
+    assert set(m["_provenance"]) == {"nb1", "nb2"}
+
+
+def test_malformed_metrics_is_not_overwritten(tmp_path):
+    p = tmp_path / "m" / "metrics.json"
+    p.parent.mkdir()
+    p.write_text("{broken")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        write_metrics("m", {"a": 1}, tmp_path)
+    assert p.read_text() == "{broken"
+
+
+def test_run_records_provenance_and_values(tmp_path):
+    run = Run("nbX", model="org/model", params={"seed": 3}, root=tmp_path, glue=False)
+    run.record("score", 0.25)
+    data = json.loads((tmp_path / "org--model" / "metrics.json").read_text())
+    assert data["score"] == 0.25 and data["_provenance"]["nbX"]["params"] == {"seed": 3}
+    with pytest.raises(TypeError):
+        run.record("bad", object())
