@@ -5,11 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import seaborn as sns
 
 sns.set_theme(style="whitegrid", context="notebook")
 
@@ -29,8 +26,13 @@ def layer_curve(df: Any, x: str, ys: Sequence[str], *, chance: float | None = No
                 title: str = "", mark: int | None = None) -> plt.Figure:
     """One line per column of ``ys`` against ``x`` (e.g. accuracy per layer), optional chance line."""
     fig, ax = plt.subplots(figsize=(7, 3.6))
+    colours: dict[str, str] = {}
     for y in ys:
-        ax.plot(df[x], df[y], marker="o", ms=3, label=y)
+        base = y.removeprefix("null_")
+        colour = colours.setdefault(base, f"C{len(colours)}")
+        dashed = y.startswith("null_")
+        ax.plot(df[x], df[y], marker="" if dashed else "o", ms=3, label=y, color=colour, ls="--" if dashed else "-",
+                alpha=0.6 if dashed else 1.0)
     if chance is not None:
         ax.axhline(chance, color="grey", ls="--", lw=1, label="chance")
     if mark is not None:

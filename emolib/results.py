@@ -20,6 +20,13 @@ from . import __version__
 from .constants import REPO_ROOT, RESULTS_DIR, model_slug
 
 
+class _Text(str):
+    """A string whose repr is itself, so that ``{glue:text}`` shows it without quotes."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
 def _plain(value: Any) -> Any:
     """JSON-ready copy (numpy / torch scalars and arrays to Python; NaN to None)."""
     if hasattr(value, "tolist"):
@@ -114,21 +121,23 @@ class Run:
         }
         write_metrics(self.model, {"_provenance": prov}, self.root)
 
-    def record(self, key: str, value: Any, *, glue: bool | None = None) -> Any:
+    def record(self, key: str, value: Any, *, glue: bool | None = None) -> None:
         """Glue ``value`` under ``key`` for the text, and merge it into metrics.json."""
         if glue if glue is not None else self.glue:
             from myst_nb import glue as _glue
 
-            _glue(key, value, display=False)
+            _glue(key, _Text(value) if isinstance(value, str) else value, display=False)
         write_metrics(self.model, {key: value}, self.root)
-        return value
 
     def record_many(self, values: dict[str, Any]) -> None:
         for k, v in values.items():
             self.record(k, v)
 
-    def figure(self, name: str, fig: Any, *, glue: bool = True) -> Path:
-        """Save ``fig`` as results/<model>/figures/<name>.png and glue it (for ``{glue:figure}``)."""
+    def figure(self, name: str, fig: Any, *, glue: bool = True) -> None:
+        """Save ``fig`` as results/<model>/figures/<name>.png, glue it (for ``{glue:figure}``) and close it
+        (so that the notebook does not show it a second time)."""
+        import matplotlib.pyplot as plt
+
         path = self.out / "figures" / f"{name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -136,4 +145,24 @@ class Run:
             from myst_nb import glue as _glue
 
             _glue(name, fig, display=False)
-        return path
+        plt.close(fig)
+
+
+def comparison_table(metrics: dict[str, Any], reference_rows: list[dict[str, Any]]) -> Any:
+    """Our numbers (from metrics.json, with their CI where one was recorded as ``<stem>_ci_low/high``)
+    beside the published ones. ``reference_rows`` items: metric, key, paper, replications."""
+    import pandas as pd
+
+    rows = []
+    for r in reference_rows:
+        key, stem = r["key"], r["key"].removesuffix("_r")
+        lo, hi = metrics.get(f"{stem}_ci_low"), metrics.get(f"{stem}_ci_high")
+        ours = metrics.get(key)
+        rows.append({
+            "metric": r["metric"],
+            "this model": "not run" if ours is None else f"{ours:.3g}",
+            "95% CI": f"[{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else "",
+            "paper (Claude Sonnet 4.5)": r["paper"],
+            "open replications": r.get("replications") or "",
+        })
+    return pd.DataFrame(rows).set_index("metric")
