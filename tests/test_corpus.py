@@ -101,3 +101,39 @@ def test_read_jsonl_malformed_middle(tmp_path):
     p.write_text(json.dumps({"id": 1}) + "\nnot json\n" + json.dumps({"id": 2}) + "\n")
     with pytest.raises(ValueError, match="line 2"):
         read_jsonl(p)
+
+
+def _write(path, recs):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+
+def test_load_corpus_quality_and_validation(tmp_path):
+    from emolib.corpus import load_corpus
+
+    good = ("Maria stood at the window counting the cars that passed below while her coffee went cold "
+            "and the clock on the wall ticked past midnight again and again without any news from him at all")
+    recs = [
+        {"id": "s1", "kind": "story", "emotion": "afraid", "topic_index": 0, "text": good},
+        {"id": "s2", "kind": "story", "emotion": "afraid", "topic_index": 1, "text": good + " She was afraid."},
+        {"id": "s3", "kind": "story", "emotion": "calm", "topic_index": 2, "text": "Too short."},
+        {"id": "n1", "kind": "neutral", "emotion": None, "topic_index": 0, "text": good},
+    ]
+    _write(tmp_path / "ok", recs)
+    c = load_corpus(tmp_path / "ok", ["afraid", "calm"])
+    q = c.quality()
+    assert q["n_stories"] == 3 and q["n_degenerate"] == 1 and q["leak_rate"] == 0.5
+    assert q["stories_per_emotion_min"] == 0  # calm lost its only story
+    assert list(c.usable()["id"]) == ["s1", "s2"]
+
+    _write(tmp_path / "bad1", [{**recs[0], "emotion": "hangry"}])
+    with pytest.raises(ValueError, match="hangry"):
+        load_corpus(tmp_path / "bad1", ["afraid"])
+    _write(tmp_path / "bad2", [{"id": "x", "kind": "story", "text": good}])
+    with pytest.raises(ValueError, match="lacks fields"):
+        load_corpus(tmp_path / "bad2", ["afraid"])
+    _write(tmp_path / "bad3", [recs[0], recs[0]])
+    with pytest.raises(ValueError, match="duplicate"):
+        load_corpus(tmp_path / "bad3", ["afraid"])
+    with pytest.raises(FileNotFoundError):
+        load_corpus(tmp_path / "nothing", ["afraid"])
