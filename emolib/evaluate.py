@@ -111,17 +111,22 @@ def confusion(h: HeldOut, n_emotions: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def logit_lens(model: Any, vectors: torch.Tensor, names: Sequence[str], k: int = 8) -> Any:
-    """Tokens each vector promotes and suppresses: the final norm then the unembedding applied to the
-    vector alone (the paper's logit lens). Returns a DataFrame indexed by emotion."""
-    import pandas as pd
-
+def lens_logits(model: Any, vectors: torch.Tensor) -> torch.Tensor:
+    """The logit lens of each vector [k, d] -> [k, vocab]: the final norm then the unembedding applied to
+    the vector alone, centred per row (only the ranking of tokens matters)."""
     hf = model.hf_model
     norm = hf.get_decoder().norm if hasattr(hf, "get_decoder") else hf.model.norm
     W = hf.get_output_embeddings().weight  # [vocab, d]
     V = vectors.to(W.dtype).to(W.device)
     logits = norm(V[:, None, :])[:, 0, :] @ W.T
-    logits = logits - logits.mean(1, keepdim=True)
+    return (logits - logits.mean(1, keepdim=True)).float().cpu()
+
+
+def logit_lens(model: Any, vectors: torch.Tensor, names: Sequence[str], k: int = 8) -> Any:
+    """Tokens each vector promotes and suppresses (the paper's logit lens), as a DataFrame by emotion."""
+    import pandas as pd
+
+    logits = lens_logits(model, vectors)
     tok = model.tokenizer
     rows = {}
     for name, row in zip(names, logits):
@@ -132,6 +137,28 @@ def logit_lens(model: Any, vectors: torch.Tensor, names: Sequence[str], k: int =
             "suppressed": ", ".join(repr(tok.decode([i]).strip()) for i in down),
         }
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def own_word_rank(model: Any, vectors: torch.Tensor, names: Sequence[str], n_perm: int = 2000,
+                  seed: int = 0) -> dict[str, float]:
+    """Does each vector's logit lens promote its own emotion word? For every emotion, the percentile rank
+    (0 = top of the vocabulary) of the first token of " <word>" in its own vector's logit lens; the median
+    over emotions is compared with a null that pairs vectors with other emotions' words."""
+    logits = lens_logits(model, vectors)
+    ids = torch.tensor([model.tokenizer(" " + n, add_special_tokens=False).input_ids[0] for n in names])
+    # pct[i, j]: percentile rank of word j's token in vector i's lens
+    vals = logits[:, ids]  # [k, k]
+    pct = (logits[:, None, :] > vals[:, :, None]).float().mean(-1).numpy()
+    obs = float(np.median(np.diag(pct)))
+    rng = np.random.default_rng(seed)
+    k = len(names)
+    null = np.array([np.median(pct[np.arange(k), rng.permutation(k)]) for _ in range(n_perm)])
+    return {
+        "median_percentile": obs,
+        "null_median_percentile": float(np.mean(null)),
+        "p": float((1 + np.sum(null <= obs)) / (1 + n_perm)),
+        "top1pct_rate": float(np.mean(np.diag(pct) < 0.01)),
+    }
 
 
 # --- prompts -------------------------------------------------------------------------------------

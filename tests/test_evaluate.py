@@ -79,3 +79,20 @@ def test_logit_lens_promotes_planted_token(tiny):
     table = logit_lens(tiny, torch.stack([v, -v]), ["up", "down"], k=3)
     word = repr(tiny.tokenizer.decode([tok_id]).strip())
     assert word in table.loc["up", "promoted"] and word in table.loc["down", "suppressed"]
+
+
+def test_own_word_rank(tiny):
+    import torch
+
+    from emolib.evaluate import own_word_rank
+
+    names = ["calm", "happy", "sad", "angry"]
+    W = tiny.hf_model.get_output_embeddings().weight.detach()
+    g = tiny.hf_model.model.norm.weight.detach()
+    ids = [tiny.tokenizer(" " + n, add_special_tokens=False).input_ids[0] for n in names]
+    assert len(set(ids)) == len(names)
+    planted = torch.stack([W[i] / g for i in ids])  # each vector points at its own word's token
+    res = own_word_rank(tiny, planted, names, n_perm=200)
+    assert res["median_percentile"] < 0.05 and res["top1pct_rate"] >= 0.5
+    shuffled = own_word_rank(tiny, planted[[1, 2, 3, 0]], names, n_perm=200)
+    assert shuffled["median_percentile"] > res["median_percentile"]

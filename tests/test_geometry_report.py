@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emolib.geometry import (abs_pc_correlation, name_clusters, pair_agreement, pair_agreement_null,
-                             rating_geometry)
+from emolib.geometry import (
+    abs_pc_correlation,
+    name_clusters,
+    pair_agreement,
+    pair_agreement_null,
+    rating_geometry,
+)
 from emolib.results import comparison_table
 
 
