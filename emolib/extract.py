@@ -235,8 +235,6 @@ def extract(
     order = sorted(range(len(texts)), key=lambda k: (len(ids[k]), k))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     names = [resid_post(L) for L in layer_list]
-    stop = layer_list[-1] + 1
-    stop_at = stop if stop < model.info.n_layers else None
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     device = model.info.device
 
@@ -247,7 +245,7 @@ def extract(
         got = _load_batch(path) if use_cache and path.exists() else None
         if got is None:
             got = _run_batch(model, [ids[k] for k in batch], [selections[k] for k in batch], names, layer_list,
-                             stop_at, pad_id, device, pooling)
+                             pad_id, device, pooling)
             if use_cache:
                 _save_batch(path, got)
         for j, k in enumerate(batch):
@@ -275,6 +273,35 @@ def extract(
     return Activations(tuple(layer_list), pooling, data, n_tok, prov)
 
 
+class _Stop(Exception):
+    """Raised by the hook on the last requested layer: nothing after it is computed (no logits)."""
+
+
+def _forward_until(model: LoadedModel, inp: torch.Tensor, att: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+    """Run the bridge and keep the activations at ``names`` (in layer order), stopping right after the last
+    one. The hooks live only inside ``bridge.hooks``, which removes them even when the forward raises."""
+    got: dict[str, torch.Tensor] = {}
+
+    def keeper(name: str):  # by closure: the bridge reports aliases (resid_post) under canonical names
+        def keep(t: torch.Tensor, hook: Any) -> torch.Tensor:
+            got[name] = t.detach()
+            if name == names[-1]:
+                raise _Stop
+            return t
+
+        return keep
+
+    with model.bridge.hooks(fwd_hooks=[(n, keeper(n)) for n in names]):
+        try:
+            model.bridge(inp, attention_mask=att)
+        except _Stop:
+            pass
+    missing = [n for n in names if n not in got]
+    if missing:
+        raise RuntimeError(f"Hooks {missing} did not fire")
+    return got
+
+
 @torch.no_grad()
 def _run_batch(
     model: LoadedModel,
@@ -282,7 +309,6 @@ def _run_batch(
     sels: list[list[int]],
     names: list[str],
     layers: list[int],
-    stop_at: int | None,
     pad_id: int,
     device: str,
     pooling: str,
@@ -293,9 +319,7 @@ def _run_batch(
     for j, x in enumerate(ids):  # right padding: real tokens keep positions 0..n-1
         inp[j, : len(x)] = torch.tensor(x)
         att[j, : len(x)] = 1
-    _, cache = model.bridge.run_with_cache(
-        inp.to(device), attention_mask=att.to(device), names_filter=names, stop_at_layer=stop_at
-    )
+    cache = _forward_until(model, inp.to(device), att.to(device), names)
     out: dict[str, torch.Tensor] = {}
     for L, name in zip(layers, names):
         acts = cache[name].float().cpu()

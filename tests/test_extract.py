@@ -143,3 +143,17 @@ def test_smollm2_extraction(smollm, tmp_path):
     with torch.no_grad():
         hs = smollm.hf_model(ids, output_hidden_states=True).hidden_states[21][0, 1:].mean(0)
     assert torch.allclose(acts[20][2], hs, rtol=1e-4, atol=1e-3)
+
+
+def test_last_layer_and_no_hooks_left(tiny):
+    acts = extract(tiny, TEXTS[:2], [2], pooling="token", use_cache=False, progress=False)
+    ids = tiny.tokenizer(TEXTS[0], return_tensors="pt").input_ids
+    with torch.no_grad():
+        _, cache = tiny.bridge.run_with_cache(ids, names_filter=["blocks.2.hook_resid_post"])
+    n0 = int(acts.n_tokens[0])
+    assert torch.allclose(acts[2][:n0], cache["blocks.2.hook_resid_post"][0, 1:], atol=1e-5)
+    # the early stop raises inside a hook: every hook must still be gone afterwards
+    leftover = [n for n, hp in tiny.bridge.hook_dict.items() if hp._forward_hooks]
+    assert leftover == []
+    with torch.no_grad():
+        assert torch.equal(tiny.bridge(ids), tiny.hf_model(ids).logits)
