@@ -39,3 +39,19 @@ def model_slug(name: str) -> str:
     s = name.strip().rstrip("/")
     s = s.split("/")[-1] if os.path.isdir(s) else s.replace("/", "--")
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)
+
+
+# A readable subset of the 171 emotions (confusion matrices, quick smoke runs).
+READABLE_EMOTIONS = (
+    "afraid", "angry", "anxious", "blissful", "bored", "calm", "desperate", "disgusted", "excited", "grateful",
+    "guilty", "happy", "hostile", "jealous", "lonely", "loving", "nervous", "proud", "sad", "surprised",
+)
+QUICK_EMOTIONS = READABLE_EMOTIONS[:16]  # quick mode: these emotions, 8 stories each, 4 layers
+QUICK_STORIES_PER_EMOTION = 8
+QUICK_NEUTRAL = 40
+
+
+def quick_layers(n_layers: int, extra: tuple[int, ...] = ()) -> list[int]:
+    """The few layers a quick run looks at: around two-thirds depth, plus ``extra``."""
+    L0 = round(2 * n_layers / 3)
+    return sorted({L0 // 2, L0 - 2, L0, min(L0 + 4, n_layers - 1), *extra})
