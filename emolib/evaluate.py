@@ -146,9 +146,11 @@ def own_word_rank(model: Any, vectors: torch.Tensor, names: Sequence[str], n_per
     over emotions is compared with a null that pairs vectors with other emotions' words."""
     logits = lens_logits(model, vectors)
     ids = torch.tensor([model.tokenizer(" " + n, add_special_tokens=False).input_ids[0] for n in names])
-    # pct[i, j]: percentile rank of word j's token in vector i's lens
-    vals = logits[:, ids]  # [k, k]
-    pct = (logits[:, None, :] > vals[:, :, None]).float().mean(-1).numpy()
+    # pct[i, j]: share of the vocabulary that vector i's lens ranks above word j's token
+    srt = logits.sort(dim=1).values  # ascending, [k, vocab]
+    vals = logits[:, ids].contiguous()  # [k, k]
+    n_vocab = logits.shape[1]
+    pct = ((n_vocab - torch.searchsorted(srt, vals, right=True)).double() / n_vocab).numpy()
     obs = float(np.median(np.diag(pct)))
     rng = np.random.default_rng(seed)
     k = len(names)
