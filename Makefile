@@ -7,8 +7,11 @@ MODEL  ?= smollm2-135m-instruct
 QUICK  ?= False
 SEED   ?= 0
 NOTEBOOKS = $(sort $(wildcard notebooks/[0-9]*.ipynb))
+# Offline unless the user opts in to hub downloads (MODEL=org/name EMOLIB_ALLOW_HUB=1).
+ifneq ($(EMOLIB_ALLOW_HUB),1)
 export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
+endif
 
 .PHONY: install notebooks book test test-slow bench check clean
 
