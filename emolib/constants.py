@@ -10,6 +10,7 @@ DATA_DIR = REPO_ROOT / "data"
 # $EMOLIB_RESULTS_DIR redirects results (the tests use it to keep the committed results untouched)
 RESULTS_DIR = Path(os.environ.get("EMOLIB_RESULTS_DIR") or REPO_ROOT / "results")
 CORPUS_DIR = DATA_DIR / "corpus"
+PROMPTS_DIR = DATA_DIR / "prompts"
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 

@@ -3,16 +3,13 @@ read-outs on prompts (implicit emotions, numeric intensity), each with its stati
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .constants import DATA_DIR
 from .vectors import compute_vectors
 
 # --- held-out classification ---------------------------------------------------------------------
@@ -164,19 +161,6 @@ def own_word_rank(model: Any, vectors: torch.Tensor, names: Sequence[str], n_per
 
 
 # --- prompts -------------------------------------------------------------------------------------
-
-
-def load_prompt_file(name: str, folder: str | Path = DATA_DIR / "prompts") -> dict[str, Any]:
-    path = Path(folder) / name
-    if not path.exists():
-        raise FileNotFoundError(f"Prompt file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return data
 
 
 def as_user_turn(tokenizer: Any, message: str) -> str:

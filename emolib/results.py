@@ -18,6 +18,7 @@ from typing import Any
 
 from . import __version__
 from .constants import REPO_ROOT, RESULTS_DIR, model_slug
+from .stimuli import read_json_object
 
 
 class _Text(str):
@@ -50,13 +51,7 @@ def read_metrics(model: str, root: str | Path | None = None) -> dict[str, Any]:
     path = results_dir(model, root) / "metrics.json"
     if not path.exists():
         return {}
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); fix or remove it (nothing was overwritten)") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return data
+    return read_json_object(path)  # a malformed file raises before anything is overwritten
 
 
 def write_metrics(model: str, updates: dict[str, Any], root: str | Path | None = None) -> Path:

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from .constants import EMOTIONS_FILE, TOPICS_FILE
+from .constants import EMOTIONS_FILE, PROMPTS_DIR, TOPICS_FILE
 
 
 def file_sha256(path: str | Path) -> str:
@@ -20,6 +20,26 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_json_object(path: str | Path) -> dict:
+    """A JSON object from ``path``; ValueError (naming the file) if it is not valid JSON or not an object."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data
+
+
+def load_prompt_file(name: str, folder: str | Path = PROMPTS_DIR) -> dict:
+    """One of our prompt sets in ``data/prompts/`` (implicit-emotion messages, intensity templates)."""
+    path = Path(folder) / name
+    if not path.exists():
+        raise FileNotFoundError(f"Prompt file not found: {path}")
+    return read_json_object(path)
 
 
 def _load_string_list(path: str | Path, what: str) -> list[str]:
