@@ -18,7 +18,7 @@ import os
 import re
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -209,7 +209,6 @@ class GenerationReport:
     new_tokens: int
     seconds: float
     batches: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tokens_per_second(self) -> float:

@@ -334,13 +334,6 @@ def _run_batch(
     return out
 
 
-def residual_norms(model: LoadedModel, texts: Sequence[str], **kw: Any) -> dict[int, torch.Tensor]:
-    """Per layer, the L2 norm of every selected token's residual (token pooling over all layers)."""
-    acts = extract(model, texts, list(range(model.info.n_layers)), pooling="token", **kw)
-    return {L: acts[L].norm(dim=-1) for L in acts.layers}
-
-
-
 @torch.no_grad()
 def norm_profile(model: LoadedModel, texts: Sequence[str]) -> Any:
     """Mean residual norm per layer at position 0 (the attention sink) and at every later position.

@@ -156,7 +156,7 @@ class EmotionVectors:
         try:
             meta = json.loads(side.read_text())
             vectors = load_file(str(path))["vectors"]
-        except (json.JSONDecodeError, KeyError, OSError, Exception) as e:  # noqa: BLE001
+        except Exception as e:  # any unreadable file or sidecar (bad JSON, bad header, missing key)
             raise ValueError(f"Malformed vector file {path} or its sidecar: {e}") from e
         emotions = tuple(meta.pop("emotions"))
         meta.pop("layer", None)
