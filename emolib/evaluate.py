@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .geometry import grand_mean
 from .vectors import compute_vectors
 
 # --- held-out classification ---------------------------------------------------------------------
@@ -30,13 +31,6 @@ class HeldOut:
         return float(np.mean(self.ranks < 5))
 
 
-def _grand_mean(acts: np.ndarray, labels: np.ndarray, n_emotions: int) -> np.ndarray:
-    sums = np.zeros((n_emotions, acts.shape[1]))
-    np.add.at(sums, labels, acts)
-    counts = np.bincount(labels, minlength=n_emotions)[:, None]
-    return (sums / np.maximum(counts, 1)).mean(0)
-
-
 def heldout(
     acts: np.ndarray,
     labels: np.ndarray,
@@ -55,7 +49,7 @@ def heldout(
     test = np.asarray(test, dtype=bool)
     tr_lab = labels[~test] if train_labels is None else np.asarray(train_labels)
     V, _ = compute_vectors(acts[~test], tr_lab, n_emotions, neutral, denoise_variance)
-    center = _grand_mean(acts[~test], tr_lab, n_emotions)
+    center = grand_mean(acts[~test], tr_lab, n_emotions)
     A = torch.as_tensor(acts[test] - center, dtype=torch.float32)
     U = V / V.norm(dim=1, keepdim=True).clamp_min(1e-12)
     S = (A @ U.T).numpy()  # ranking by projection on unit vectors == ranking by cosine, per story

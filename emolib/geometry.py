@@ -293,12 +293,23 @@ def _check_acts(acts: ArrayLike) -> NDArray:
     return acts
 
 
-def _emotion_means(acts: NDArray, labels: NDArray[np.int_], n_emotions: int) -> FloatArray:
+def _class_means(acts: NDArray, labels: NDArray[np.int_], n_emotions: int) -> FloatArray:
     order = np.argsort(labels, kind="stable")
     starts = np.searchsorted(labels[order], np.arange(n_emotions))
     sums = np.add.reduceat(acts[order], starts, axis=0, dtype=np.float64)
-    means = sums / np.bincount(labels, minlength=n_emotions)[:, None]
+    return sums / np.bincount(labels, minlength=n_emotions)[:, None]
+
+
+def _emotion_means(acts: NDArray, labels: NDArray[np.int_], n_emotions: int) -> FloatArray:
+    means = _class_means(acts, labels, n_emotions)
     return means - means.mean(axis=0)
+
+
+def grand_mean(acts: ArrayLike, labels: ArrayLike, n_emotions: int | None = None) -> FloatArray:
+    """The mean of the per-emotion means ``[d]``: what :func:`emotion_means` subtracts."""
+    acts = _check_acts(acts)
+    labels, n_emotions = _check_labels(acts, labels, n_emotions)
+    return _class_means(acts, labels, n_emotions).mean(axis=0)
 
 
 def emotion_means(acts: ArrayLike, labels: ArrayLike, n_emotions: int | None = None) -> FloatArray:

@@ -65,3 +65,13 @@ def test_comparison_table_reads_metrics():
     assert t.loc["PC1 vs valence", "this model"] == "0.432"
     assert t.loc["PC1 vs valence", "95% CI"] == "[0.10, 0.60]"
     assert t.loc["PC2 share", "this model"] == "not run"
+
+
+def test_grand_mean_is_what_emotion_means_subtracts():
+    from emolib.geometry import emotion_means, grand_mean
+
+    rng = np.random.default_rng(0)
+    acts, labels = rng.normal(size=(30, 5)), np.repeat(np.arange(3), [5, 10, 15])
+    naive = np.stack([acts[labels == e].mean(0) for e in range(3)])
+    assert np.allclose(grand_mean(acts, labels), naive.mean(0))
+    assert np.allclose(emotion_means(acts, labels) + grand_mean(acts, labels), naive)
