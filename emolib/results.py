@@ -12,12 +12,11 @@ import os
 import random
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .constants import REPO_ROOT, RESULTS_DIR, model_slug
+from .constants import REPO_ROOT, results_root
 from .stimuli import read_json_object
 
 
@@ -43,8 +42,9 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"Cannot record a value of type {type(value).__name__} in metrics.json")
 
 
-def results_dir(model: str, root: str | Path | None = None) -> Path:
-    return Path(root or RESULTS_DIR) / model_slug(model)
+def results_dir(slug: str, root: str | Path | None = None) -> Path:
+    """``results/<slug>/`` (``slug``: :attr:`emolib.config.RunConfig.slug` or :func:`model_slug`)."""
+    return Path(root or results_root()) / slug
 
 
 def read_metrics(model: str, root: str | Path | None = None) -> dict[str, Any]:
@@ -72,8 +72,9 @@ def write_metrics(model: str, updates: dict[str, Any], root: str | Path | None =
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -88,33 +89,34 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@dataclass
 class Run:
-    """One notebook run: seeds everything, and records numbers with provenance.
+    """One notebook run: seeds everything from its config, records the config as provenance, and puts
+    numbers into the book (glue) and into metrics.json with one call each.
 
-    >>> run = Run("00_model_card", model="smollm2-135m-instruct", params={"seed": 0})   # doctest: +SKIP
-    >>> run.record("parity_max_abs_diff", 0.0)                                          # doctest: +SKIP
+    >>> run = VectorsConfig(notebook="01_emotion_vectors", quick=True).start()   # doctest: +SKIP
+    >>> run.record("heldout_top1_cv", 0.03)                                      # doctest: +SKIP
     """
 
-    notebook: str
-    model: str
-    params: dict[str, Any] = field(default_factory=dict)
-    root: str | Path | None = None
-    glue: bool = True
-
-    def __post_init__(self) -> None:
-        seed_everything(int(self.params.get("seed", 0)))
-        self.out = results_dir(self.model, self.root)
+    def __init__(self, config: Any, *, root: str | Path | None = None, glue: bool = True) -> None:
+        self.config = config
+        self.notebook = config.notebook
+        self.slug = config.slug
+        self.root = root
+        self.glue = glue
+        seed_everything(config.seed)
+        self.out = results_dir(self.slug, root)
         self.out.mkdir(parents=True, exist_ok=True)
-        prov = {
-            self.notebook: {
-                "params": self.params,
-                "emolib_version": __version__,
-                "git_commit": git_commit(),
-                "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-            }
+        self.provenance = {
+            "config": config.provenance(),
+            "emolib_version": __version__,
+            "git_commit": git_commit(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-        write_metrics(self.model, {"_provenance": prov}, self.root)
+        write_metrics(self.slug, {"_provenance": {self.notebook: self.provenance}}, root)
+
+    def metrics(self) -> dict[str, Any]:
+        """Everything recorded for this model so far (every chapter)."""
+        return read_metrics(self.slug, self.root)
 
     def record(self, key: str, value: Any, *, glue: bool | None = None) -> None:
         """Glue ``value`` under ``key`` for the text, and merge it into metrics.json."""
@@ -122,14 +124,15 @@ class Run:
             from myst_nb import glue as _glue
 
             _glue(key, _Text(value) if isinstance(value, str) else value, display=False)
-        write_metrics(self.model, {key: value}, self.root)
+        write_metrics(self.slug, {key: value}, self.root)
 
-    def record_many(self, values: dict[str, Any]) -> None:
-        for k, v in values.items():
+    def record_result(self, result: Any) -> None:
+        """Record every headline number of a typed result (its ``metrics()`` dict), in one call."""
+        for k, v in result.metrics().items():
             self.record(k, v)
 
     def figure(self, name: str, fig: Any, *, glue: bool = True) -> None:
-        """Save ``fig`` as results/<model>/figures/<name>.png, glue it (for ``{glue:figure}``) and close it
+        """Save ``fig`` as results/<slug>/figures/<name>.png, glue it (for ``{glue:figure}``) and close it
         (so that the notebook does not show it a second time)."""
         import matplotlib.pyplot as plt
 
@@ -153,11 +156,13 @@ def comparison_table(metrics: dict[str, Any], reference_rows: list[dict[str, Any
         key, stem = r["key"], r["key"].removesuffix("_r")
         lo, hi = metrics.get(f"{stem}_ci_low"), metrics.get(f"{stem}_ci_high")
         ours = metrics.get(key)
-        rows.append({
-            "metric": r["metric"],
-            "this model": "not run" if ours is None else f"{ours:.3g}",
-            "95% CI": f"[{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else "",
-            "paper (Claude Sonnet 4.5)": r["paper"],
-            "open replications": r.get("replications") or "",
-        })
+        rows.append(
+            {
+                "metric": r["metric"],
+                "this model": "not run" if ours is None else f"{ours:.3g}",
+                "95% CI": f"[{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else "",
+                "paper (Claude Sonnet 4.5)": r["paper"],
+                "open replications": r.get("replications") or "",
+            }
+        )
     return pd.DataFrame(rows).set_index("metric")

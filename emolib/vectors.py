@@ -49,19 +49,50 @@ def project_out(vectors: torch.Tensor, components: torch.Tensor) -> torch.Tensor
     return vectors - (vectors @ C.T) @ C
 
 
-def compute_vectors(
-    story_acts: Any,
+@dataclass(frozen=True)
+class FittedVectors:
+    """The recipe's output for one set of activations (numpy, float64).
+
+    ``vectors`` [n_emotions, d]: per-emotion means minus their mean, in the (optionally standardized)
+    space, with the neutral components projected out. ``scale`` [d] divides activations before anything
+    else (ones when not standardized); ``components`` [k, d] are the neutral directions removed. Because
+    every step after the scaling is linear, :meth:`refit` recomputes the vectors for other labels (a
+    shuffled-label null, a resample of stories) with the same scaling and denoising."""
+
+    vectors: np.ndarray
+    components: np.ndarray
+    scale: np.ndarray
+    n_emotions: int
+
+    def refit(self, acts: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        V = emotion_means(np.asarray(acts) / self.scale, np.asarray(labels), self.n_emotions)
+        return project_out(torch.as_tensor(V), torch.as_tensor(self.components)).numpy()
+
+
+def fit_vectors(
+    acts: Any,
     labels: Sequence[int],
     n_emotions: int,
-    neutral_acts: Any | None = None,
+    neutral: Any | None = None,
+    *,
     denoise_variance: float = 0.5,
-) -> tuple[torch.Tensor, int]:
-    """Emotion vectors [n_emotions, d] (float32) and the number of neutral PCs projected out."""
-    V = torch.as_tensor(emotion_means(np.asarray(story_acts), np.asarray(labels), n_emotions))
-    if neutral_acts is None or denoise_variance == 0:
-        return V.float(), 0
-    C = neutral_components(neutral_acts, denoise_variance)
-    return project_out(V, C).float(), int(C.shape[0])
+    standardize: bool = False,
+) -> FittedVectors:
+    """The paper's recipe, the one code path for every variant: (optionally) divide each dimension by its
+    standard deviation over the stories; per-emotion mean minus the mean over emotions; project out the
+    neutral principal components that explain ``denoise_variance`` of the neutral variance (0: none)."""
+    acts = np.asarray(acts, dtype=np.float64)
+    labels = np.asarray(labels)
+    scale = np.ones(acts.shape[1])
+    if standardize:
+        scale = acts.std(0)
+        scale[scale < 1e-12] = 1.0
+    if neutral is None or denoise_variance == 0:
+        comps = np.zeros((0, acts.shape[1]))
+    else:
+        comps = neutral_components(np.asarray(neutral, dtype=np.float64) / scale, denoise_variance).numpy()
+    fitted = FittedVectors(np.zeros((n_emotions, acts.shape[1])), comps, scale, int(n_emotions))
+    return replace(fitted, vectors=fitted.refit(acts, labels))
 
 
 @dataclass(frozen=True)
@@ -75,7 +106,9 @@ class EmotionVectors:
 
     def __post_init__(self) -> None:
         if self.vectors.ndim != 2 or self.vectors.shape[0] != len(self.emotions):
-            raise ValueError(f"vectors {tuple(self.vectors.shape)} do not match {len(self.emotions)} emotions")
+            raise ValueError(
+                f"vectors {tuple(self.vectors.shape)} do not match {len(self.emotions)} emotions"
+            )
         if len(set(self.emotions)) != len(self.emotions):
             raise ValueError("Duplicate emotion names")
 
@@ -88,8 +121,10 @@ class EmotionVectors:
         try:
             return self.emotions.index(emotion.strip().lower())
         except ValueError:
-            raise ValueError(f"Unknown emotion {emotion!r}; these vectors hold {len(self.emotions)} emotions "
-                             f"({', '.join(self.emotions[:5])}, ...)") from None
+            raise ValueError(
+                f"Unknown emotion {emotion!r}; these vectors hold {len(self.emotions)} emotions "
+                f"({', '.join(self.emotions[:5])}, ...)"
+            ) from None
 
     def __getitem__(self, emotion: str) -> torch.Tensor:
         return self.vectors[self.index(emotion)]
@@ -113,8 +148,9 @@ class EmotionVectors:
         return replace(self, vectors=self.vectors.to(device))
 
     # -- scoring ---------------------------------------------------------------------------------
-    def score(self, acts: Any, kind: Literal["cosine", "projection"] = "cosine",
-              center: Any | None = None) -> torch.Tensor:
+    def score(
+        self, acts: Any, kind: Literal["cosine", "projection"] = "cosine", center: Any | None = None
+    ) -> torch.Tensor:
         """Scores [n, n_emotions] of activations [n, d] (or [d]): cosine with each vector, or projection on
         its unit direction. ``center`` (a [d] vector, e.g. a baseline activation) is subtracted first."""
         A = torch.as_tensor(np.asarray(acts), dtype=torch.float32)
@@ -140,7 +176,12 @@ class EmotionVectors:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"layer_{self.layer}.safetensors"
         save_file({"vectors": self.vectors.detach().float().contiguous().cpu()}, str(path))
-        meta = {**self.meta, "layer": self.layer, "emotions": list(self.emotions), "emolib_version": __version__}
+        meta = {
+            **self.meta,
+            "layer": self.layer,
+            "emotions": list(self.emotions),
+            "emolib_version": __version__,
+        }
         path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
         return path
 
@@ -151,7 +192,11 @@ class EmotionVectors:
         path = Path(folder) / f"layer_{layer}.safetensors"
         side = path.with_suffix(".json")
         if not path.exists() or not side.exists():
-            have = sorted(p.stem for p in Path(folder).glob("layer_*.safetensors")) if Path(folder).exists() else []
+            have = (
+                sorted(p.stem for p in Path(folder).glob("layer_*.safetensors"))
+                if Path(folder).exists()
+                else []
+            )
             raise FileNotFoundError(f"No vectors for layer {layer} in {folder} (have: {have or 'none'})")
         try:
             meta = json.loads(side.read_text())
@@ -163,137 +208,66 @@ class EmotionVectors:
         return cls(vectors, emotions, layer, meta)
 
 
-# --- from a corpus to vectors at every layer -----------------------------------------------------
+# --- vectors of every layer from corpus activations, saved and loaded with their recipe -------------
 
 
-@dataclass(frozen=True)
-class CorpusActivations:
-    """Mean activations of the usable stories and neutral dialogues of a corpus, per layer."""
-
-    stories: Any  # DataFrame of the stories kept, in row order of ``acts``
-    acts: dict[int, np.ndarray]  # layer -> [n_stories, d]
-    neutral: dict[int, np.ndarray]  # layer -> [n_neutral, d]
-    emotions: tuple[str, ...]
-    n_short: int  # stories dropped because no token is left after the offset
-    settings: dict[str, Any]
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.stories["emotion_index"].to_numpy()
-
-    @property
-    def layers(self) -> list[int]:
-        return sorted(self.acts)
-
-
-def corpus_activations(
-    model: Any,
-    corpus: Any,
-    layers: Sequence[int],
-    *,
-    token_offset: int = 50,
-    mask_leaks: bool = True,
-    neutral_offset: int = 1,
-    emotions: Sequence[str] | None = None,
-    max_per_emotion: int | None = None,
-    max_neutral: int | None = None,
-    batch_size: int = 16,
-    progress: bool = True,
-) -> CorpusActivations:
-    """Extract (cached) mean activations from ``token_offset`` on for every usable story, and from
-    ``neutral_offset`` on for the neutral dialogues. ``emotions`` restricts to a subset (labels are then
-    indices into that subset); ``mask_leaks`` leaves the emotion word's own tokens out of each mean."""
-    from .extract import TokenMask, extract, select_positions, tokenize
-
-    names = tuple(emotions) if emotions is not None else tuple(corpus.emotions)
-    stories = corpus.usable()
-    stories = stories[stories["emotion"].isin(names)].copy()
-    stories["emotion_index"] = stories["emotion"].map({e: i for i, e in enumerate(names)})
-    if max_per_emotion is not None:
-        stories = stories.groupby("emotion", sort=False).head(max_per_emotion)
-    stories = stories.reset_index(drop=True)
-    missing = sorted(set(names) - set(stories["emotion"]))
-    if missing:
-        raise ValueError(f"No usable story for emotion(s) {missing}")
-    mask = TokenMask(start=token_offset)
-    exclude = [(e,) if mask_leaks else () for e in stories["emotion"]]
-    ids, offs = tokenize(model.tokenizer, list(stories["text"]))
-    keep = [bool(select_positions(o, min(len(i), 512), t, mask, ex, k))
-            for k, (i, o, t, ex) in enumerate(zip(ids, offs, stories["text"], exclude))]
-    n_short = int(len(keep) - sum(keep))
-    stories = stories[keep].reset_index(drop=True)
-    exclude = [x for x, k in zip(exclude, keep) if k]
-    acts = extract(model, list(stories["text"]), list(layers), mask=mask, exclude=exclude,
-                   batch_size=batch_size, progress=progress)
-    neutral = corpus.usable_neutral()
-    if max_neutral is not None:
-        neutral = neutral.head(max_neutral)
-    nacts = extract(model, list(neutral["text"]), list(layers), mask=TokenMask(start=neutral_offset),
-                    batch_size=batch_size, progress=progress)
-    settings = {
-        "token_offset": token_offset,
-        "neutral_offset": neutral_offset,
-        "mask_leaks": mask_leaks,
-        "corpus_sha256": corpus.sha256,
-        "n_neutral": int(len(neutral)),
-        "model": model.info.name,
-        "weights_hash": model.info.weights_hash,
-    }
-    return CorpusActivations(
-        stories,
-        {L: acts[L].double().numpy() for L in acts.layers},
-        {L: nacts[L].double().numpy() for L in nacts.layers},
-        names,
-        n_short,
-        settings,
-    )
-
-
-def layer_inputs(ca: CorpusActivations, layer: int, standardize: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Story and neutral activations of a layer; with ``standardize`` each dimension is divided by its
-    standard deviation over the stories (outlier dimensions otherwise dominate small models' geometry)."""
-    acts, neutral = ca.acts[layer], ca.neutral[layer]
-    if not standardize:
-        return acts, neutral
-    scale = acts.std(0)
-    scale[scale < 1e-12] = 1.0
-    return acts / scale, neutral / scale
-
-
-def fit_layer(ca: CorpusActivations, layer: int, denoise_variance: float = 0.5,
-              rows: np.ndarray | None = None, standardize: bool = False) -> EmotionVectors:
-    """Emotion vectors of one layer from all (or the ``rows``) stories, with full provenance."""
+def vectors_for_layer(ca: Any, layer: int, recipe: dict[str, Any]) -> EmotionVectors:
+    """Emotion vectors of one layer of :class:`emolib.activations.CorpusActivations`, fitted with
+    ``recipe`` (:meth:`emolib.config.VectorsConfig.recipe`), with full provenance in ``meta``."""
     from .constants import resid_post
 
-    sel = np.arange(len(ca.stories)) if rows is None else np.asarray(rows)
-    acts, neutral = layer_inputs(ca, layer, standardize)
-    V, n_pcs = compute_vectors(acts[sel], ca.labels[sel], len(ca.emotions), neutral, denoise_variance)
-    counts = np.bincount(ca.labels[sel], minlength=len(ca.emotions))
+    fitted = fit_vectors(
+        ca.acts[layer],
+        ca.labels,
+        len(ca.emotions),
+        ca.neutral[layer],
+        denoise_variance=recipe["denoise_variance"],
+        standardize=recipe["standardize"],
+    )
+    counts = np.bincount(ca.labels, minlength=len(ca.emotions))
     meta = {
         **ca.settings,
+        **recipe,
         "hook": resid_post(layer),
-        "standardized": standardize,
-        "denoise_variance": denoise_variance,
-        "n_denoise_pcs": n_pcs,
-        "n_stories": int(len(sel)),
+        "n_denoise_pcs": int(fitted.components.shape[0]),
+        "n_stories": int(len(ca.labels)),
         "stories_per_emotion_min": int(counts.min()),
         "stories_per_emotion_max": int(counts.max()),
         "n_dropped_short": ca.n_short,
     }
-    return EmotionVectors(V, ca.emotions, layer, meta)
+    return EmotionVectors(torch.as_tensor(fitted.vectors).float(), ca.emotions, layer, meta)
 
 
-def variant_vectors(ca: CorpusActivations, layer: int, standardize: bool = False,
-                    denoise_variance: float = 0.5) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
-    """(story activations as used, neutral components projected out [k, d], vectors [n_emotions, d]) for
-    one analysis variant. Since denoising is a linear projection, vectors of shuffled labels are
-    ``project_out(emotion_means(acts, shuffled), C)``."""
-    acts, neutral = layer_inputs(ca, layer, standardize)
-    C = neutral_components(neutral, denoise_variance)
-    V = project_out(torch.as_tensor(emotion_means(acts, ca.labels, len(ca.emotions))), C).numpy()
-    return acts, C, V
+# settings a saved vector file must share with the chapter that loads it
+CHECKED_SETTINGS = (
+    "corpus_sha256",
+    "token_offset",
+    "mask_leaks",
+    "denoise_variance",
+    "standardize",
+    "weights_hash",
+)
 
 
-def denoised(M: np.ndarray, C: torch.Tensor) -> np.ndarray:
-    """``project_out`` for numpy matrices."""
-    return project_out(torch.as_tensor(np.asarray(M)), C).numpy()
+def load_checked(
+    folder: str | Path, layer: int, expected: dict[str, Any], *, producer: str
+) -> EmotionVectors:
+    """Load saved vectors and check their recorded settings against ``expected`` (the loading chapter's
+    own settings). A mismatch is an error that names the settings and the chapter to rerun (``producer``);
+    nothing is silently recomputed under other settings."""
+    try:
+        v = EmotionVectors.load(folder, layer)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}. Run {producer} first for this model.") from None
+    bad = {
+        k: (v.meta.get(k), expected[k])
+        for k in CHECKED_SETTINGS
+        if k in expected and v.meta.get(k) != expected[k]
+    }
+    if bad:
+        what = "; ".join(f"{k}: saved {a!r}, here {b!r}" for k, (a, b) in bad.items())
+        raise ValueError(
+            f"The vectors in {folder} (layer {layer}) were made with other settings ({what}). "
+            f"Rerun {producer} with these settings, or use its settings here."
+        )
+    return v

@@ -18,19 +18,24 @@ from emolib.corpus import (
 from emolib.stimuli import load_emotions, load_topics
 
 
-def test_jobs_round_robin_and_topic_split():
-    emotions, topics = load_emotions(), load_topics()
-    jobs = build_jobs(emotions, topics, 20, 200)
+def test_jobs_crossed_design_round_robin():
+    emotions, topics = load_emotions(), load_topics()[:60]
+    jobs = build_jobs(emotions, topics, 60, 90, ["subject a", "subject b"])
     stories = [j for j in jobs if j.kind == "story"]
-    assert len(stories) == 171 * 20 and sum(j.kind == "neutral" for j in jobs) == 200
+    assert len(stories) == 171 * 60 and sum(j.kind == "neutral" for j in jobs) == 90
     first_round = [j.emotion for j in jobs if j.kind == "story"][:171]
     assert first_round == emotions  # every emotion once before any gets a second story
     for e in ("afraid", "calm", "worn out"):
         mine = [j for j in stories if j.emotion == e]
-        assert len({j.topic_index for j in mine}) == 20  # distinct topics
-        assert {j.topic_index % 5 for j in mine} == set(range(5))  # every by-topic fold holds stories
+        assert sorted(j.topic_index for j in mine) == list(range(60))  # crossed: every topic once
+        assert {j.topic_index % 5 for j in mine[:10]} == set(
+            range(5)
+        )  # a partial corpus still fills every fold
         assert {j.person for j in mine} == {"first", "third"}
+    assert {j.topic for j in jobs if j.kind == "neutral"} == {"subject a", "subject b"}
     assert len({j.id for j in jobs}) == len(jobs)
+    with pytest.raises(ValueError, match="crossed"):
+        build_jobs(emotions, topics, 61, 0)
 
 
 def test_prompts_chat_and_base(tiny):
@@ -57,6 +62,14 @@ def test_prompts_chat_and_base(tiny):
         ("at ease", "He felt at ease, then at  ease again.", 2),
         ("worn out", "I am worn-out and worn out.", 2),
         ("afraid", "Fraidy cat.", 0),
+        ("panicked", "She panicked.", 1),
+        ("panic", "He panicked, panicking, in a panicky way.", 3),
+        ("happy", "It happened twice.", 0),
+        ("content", "Continue to the continent, contented; contentment.", 2),
+        ("mad", "She made a mad dash, madder still.", 2),
+        ("playful", "The player was playfully quick.", 1),
+        ("reflective", "A reflection, reflectively.", 1),
+        ("amazed", "Amazement! She was amazed, amazing.", 3),
     ],
 )
 def test_leak_spans(emotion, text, n):
@@ -66,9 +79,11 @@ def test_leak_spans(emotion, text, n):
 def test_degenerate_rule():
     assert degenerate_reason("Too short.") == "too_short"
     assert degenerate_reason("I am a cat. " * 20) == "looping"
-    story = ("Maria stood at the window, counting the cars that passed below. Her coffee had gone cold an hour "
-             "ago, but she kept her fingers wrapped around the mug as if it could still warm her. When the "
-             "phone finally rang she let it ring twice more before answering.")
+    story = (
+        "Maria stood at the window, counting the cars that passed below. Her coffee had gone cold an hour "
+        "ago, but she kept her fingers wrapped around the mug as if it could still warm her. When the "
+        "phone finally rang she let it ring twice more before answering."
+    )
     assert degenerate_reason(story) is None
 
 
@@ -111,11 +126,19 @@ def _write(path, recs):
 def test_load_corpus_quality_and_validation(tmp_path):
     from emolib.corpus import load_corpus
 
-    good = ("Maria stood at the window counting the cars that passed below while her coffee went cold "
-            "and the clock on the wall ticked past midnight again and again without any news from him at all")
+    good = (
+        "Maria stood at the window counting the cars that passed below while her coffee went cold "
+        "and the clock on the wall ticked past midnight again and again without any news from him at all"
+    )
     recs = [
         {"id": "s1", "kind": "story", "emotion": "afraid", "topic_index": 0, "text": good},
-        {"id": "s2", "kind": "story", "emotion": "afraid", "topic_index": 1, "text": good + " She was afraid."},
+        {
+            "id": "s2",
+            "kind": "story",
+            "emotion": "afraid",
+            "topic_index": 1,
+            "text": good + " She was afraid.",
+        },
         {"id": "s3", "kind": "story", "emotion": "calm", "topic_index": 2, "text": "Too short."},
         {"id": "n1", "kind": "neutral", "emotion": None, "topic_index": 0, "text": good},
     ]

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import emolib.extract as ex
-from emolib.extract import TokenMask, assistant_marker, extract
+from emolib.chat import assistant_marker
+from emolib.extract import TokenMask, extract
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog while the cat sleeps.",

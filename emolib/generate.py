@@ -1,0 +1,163 @@
+"""Batched, seeded sampling with a KV cache: the corpus generator's engine.
+
+``sample_batch`` is a plain decode loop over the Hugging Face model (``transformers.generate`` spends most
+of its time in per-step bookkeeping on a small model). What makes it fast on a CPU:
+
+- one prefill over the left-padded prompts, then one token per step with a ``DynamicCache``;
+- rows that have finished are dropped from the batch (and from the cache), so short stories stop costing;
+- sampling is top-k (``top_k``, default 100) followed by top-p (nucleus) *within* those k tokens, so no
+  step sorts the whole vocabulary (the probability mass beyond the 100th token at temperature 0.8 is
+  negligible; the rule is recorded in every corpus's provenance);
+- only the last position's logits are computed during prefill (``logits_to_keep=1``).
+
+Randomness comes from one ``torch.Generator`` per batch seeded with ``seed``: the same prompts and seed give
+the same texts, whatever ran before (which is what makes an interrupted corpus resumable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings of a corpus (recorded in its provenance)."""
+
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 100
+    max_new_tokens: int = 320
+    batch_size: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ValueError("top_k, max_new_tokens and batch_size must be >= 1")
+
+
+def next_tokens(logits: torch.Tensor, s: Sampling, gen: torch.Generator) -> torch.Tensor:
+    """One sampled token per row of ``logits`` [b, vocab] (greedy when temperature is 0)."""
+    if s.temperature == 0:
+        return logits.argmax(-1)
+    vals, idx = torch.topk(logits.float(), min(s.top_k, logits.shape[-1]), dim=-1)  # sorted, descending
+    probs = torch.softmax(vals / s.temperature, dim=-1)
+    if s.top_p < 1:
+        before = probs.cumsum(-1) - probs  # mass of the better tokens; the best token is always kept
+        probs = probs.masked_fill(before >= s.top_p, 0.0)
+    choice = torch.multinomial(probs, 1, generator=gen)
+    return idx.gather(-1, choice)[:, 0]
+
+
+def _buffered_cache() -> Any:
+    """A ``DynamicCache`` whose layers write into preallocated buffers (capacity doubles when full) instead
+    of concatenating a new key/value tensor at every step, which copies the whole cache each token: on a
+    small model that copy, not the matrix products, dominated decoding time."""
+    from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+
+    class BufferedLayer(DynamicLayer):
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                self._n, self._k, self._v = 0, None, None
+            need = self._n + key_states.shape[-2]
+            if self._k is None or need > self._k.shape[-2]:
+                cap = max(need + 64, 2 * need)
+                k = key_states.new_empty((*key_states.shape[:-2], cap, key_states.shape[-1]))
+                v = value_states.new_empty((*value_states.shape[:-2], cap, value_states.shape[-1]))
+                if self._k is not None:
+                    k[..., : self._n, :] = self._k[..., : self._n, :]
+                    v[..., : self._n, :] = self._v[..., : self._n, :]
+                self._k, self._v = k, v
+            self._k[..., self._n : need, :] = key_states
+            self._v[..., self._n : need, :] = value_states
+            self._n = need
+            self.keys, self.values = self._k[..., :need, :], self._v[..., :need, :]
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            if self.is_initialized and self._n:
+                self._k, self._v = self._k[indices], self._v[indices]
+                self.keys, self.values = self._k[..., : self._n, :], self._v[..., : self._n, :]
+
+    cache = DynamicCache()
+    Cache.__init__(cache, layer_class_to_replicate=BufferedLayer)
+    return cache
+
+
+@torch.no_grad()
+def sample_batch(
+    hf_model: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    sampling: Sampling,
+    seed: int,
+    *,
+    stop_ids: Sequence[int],
+    pad_id: int,
+) -> list[tuple[list[int], bool]]:
+    """Sample a continuation of each prompt. Returns, per prompt, (new token ids without the stop token,
+    whether a stop token ended it)."""
+    from transformers import DynamicCache
+
+    if not prompt_ids:
+        return []
+    device = next(hf_model.parameters()).device
+    B, width = len(prompt_ids), max(len(p) for p in prompt_ids)
+    inp = torch.full((B, width), pad_id, dtype=torch.long)
+    att = torch.zeros((B, width), dtype=torch.long)
+    for j, p in enumerate(prompt_ids):  # left padding: every prompt ends at the last column
+        inp[j, width - len(p) :] = torch.tensor(list(p))
+        att[j, width - len(p) :] = 1
+    inp, att = inp.to(device), att.to(device)
+    pos = (att.cumsum(1) - 1).clamp_min(0)
+    gen = torch.Generator().manual_seed(int(seed))
+    stops = torch.tensor(sorted(set(stop_ids)), dtype=torch.long)
+    window = getattr(hf_model.config.get_text_config(), "sliding_window", None)
+    # the buffered layers are full-attention layers: use them only where no sliding window can bite
+    fits = window is None or width + sampling.max_new_tokens <= window
+    cache = _buffered_cache() if fits else DynamicCache()
+    out = hf_model(
+        input_ids=inp,
+        attention_mask=att,
+        position_ids=pos,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    logits = out.logits[:, -1].cpu()
+    next_pos = pos[:, -1] + 1
+    rows = torch.arange(B)  # which prompt each live batch row belongs to
+    new: list[list[int]] = [[] for _ in range(B)]
+    ended = [False] * B
+    for step in range(sampling.max_new_tokens):
+        tok = next_tokens(logits, sampling, gen)
+        done = torch.isin(tok, stops)
+        for r, t, d in zip(rows.tolist(), tok.tolist(), done.tolist()):
+            if d:
+                ended[r] = True
+            else:
+                new[r].append(t)
+        if step == sampling.max_new_tokens - 1 or bool(done.all()):
+            break
+        if bool(done.any()):  # drop finished rows from the batch and the cache
+            keep = (~done).nonzero()[:, 0]
+            cache.batch_select_indices(keep.to(device))
+            rows, tok, att, next_pos = rows[keep], tok[keep], att[keep.to(device)], next_pos[keep.to(device)]
+        att = torch.cat([att, att.new_ones((att.shape[0], 1))], dim=1)
+        out = hf_model(
+            input_ids=tok[:, None].to(device),
+            attention_mask=att,
+            position_ids=next_pos[:, None],
+            past_key_values=cache,
+            use_cache=True,
+        )
+        next_pos = next_pos + 1
+        logits = out.logits[:, -1].cpu()
+    return [(new[r], ended[r]) for r in range(B)]
