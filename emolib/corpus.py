@@ -54,6 +54,10 @@ DEFAULT_SAMPLING = Sampling()
 CORPUS_SAMPLING = Sampling(batch_size=128, max_new_tokens=256)  # the settings of `python -m emolib.corpus`
 
 
+# Corpora made with earlier prompt wordings (the texts are in the git history at the named commit).
+EARLIER_PROMPTS = {"f610bacd8716f3c6": "v1: 20 stories per emotion, 144-token cap (prompts as of commit 4dfe2e2)"}
+
+
 def prompts_hash() -> str:
     text = "\x1e".join([STORY_CHAT, STORY_BASE, NEUTRAL_CHAT, NEUTRAL_BASE, *PERSONS])
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from emolib.config import VectorsConfig
 from emolib.results import Run, read_metrics, write_metrics
 from emolib.stimuli import check_emotions, load_emotions, load_topics
 
@@ -64,9 +65,23 @@ def test_malformed_metrics_is_not_overwritten(tmp_path):
 
 
 def test_run_records_provenance_and_values(tmp_path):
-    run = Run("nbX", model="org/model", params={"seed": 3}, root=tmp_path, glue=False)
+    cfg = VectorsConfig(notebook="nbX", model="org/model", seed=3, quick=True)
+    run = Run(cfg, root=tmp_path, glue=False)
     run.record("score", 0.25)
     data = json.loads((tmp_path / "org--model" / "metrics.json").read_text())
-    assert data["score"] == 0.25 and data["_provenance"]["nbX"]["params"] == {"seed": 3}
+    assert data["score"] == 0.25
+    recorded = data["_provenance"]["nbX"]["config"]
+    assert recorded["seed"] == 3 and recorded["n_null"] == 5  # quick mode applied inside the config
     with pytest.raises(TypeError):
         run.record("bad", object())
+
+
+class _Result:
+    def metrics(self):
+        return {"x_r": 0.5, "x_r_ci_low": 0.1, "x_r_ci_high": 0.8}
+
+
+def test_record_result_in_one_call(tmp_path):
+    run = Run(VectorsConfig(notebook="nbY", model="m"), root=tmp_path, glue=False)
+    run.record_result(_Result())
+    assert {"x_r", "x_r_ci_low", "x_r_ci_high"} <= set(read_metrics("m", tmp_path))
