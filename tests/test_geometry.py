@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.stats import pearsonr, spearmanr
 
 from emolib.geometry import (
+    auroc,
     cluster,
     cluster_table,
-    correlate,
+    column_pearson,
     cosine_matrix,
     emotion_means,
+    held_out_direction_scores,
     orient,
+    pc_correlations,
     pca,
-    permutation_null_vectors,
+    rated_reference,
+    resampled_emotion_means,
+    ridge_cv_predict,
     standardize,
 )
 
@@ -115,77 +119,6 @@ def test_standardize_columns_and_constant_guard():
     np.testing.assert_allclose(Z[:, keep].std(0), 1.0, atol=1e-12)
 
 
-def test_correlate_perfect():
-    x = np.arange(20.0)
-    c = correlate(x, 2 * x + 1, n_boot=500, n_perm=500, seed=0)
-    assert c.r == pytest.approx(1.0) and c.rho == pytest.approx(1.0)
-    assert c.ci_low > 0.999 and c.ci_high == pytest.approx(1.0)
-    assert c.p_perm <= 2 / 501
-    assert c.n == 20 and c.null_abs_r95 < 0.6
-
-
-def test_correlate_negative_is_two_sided():
-    rng = np.random.default_rng(4)
-    x = rng.standard_normal(60)
-    c = correlate(x, -x + 0.5 * rng.standard_normal(60), seed=1)
-    assert c.r < -0.8 and c.ci_high < 0 and c.p_perm < 0.01
-
-
-def test_correlate_uncorrelated():
-    x = np.linspace(-1.0, 1.0, 41)
-    c = correlate(x, x**2, seed=0)  # dependent but exactly uncorrelated
-    assert abs(c.r) < 1e-12 and abs(c.rho) < 0.1  # rho is not exactly 0: ties in x**2
-    assert c.p_perm > 0.9
-    assert c.ci_low < 0 < c.ci_high
-
-
-def test_correlate_matches_scipy_on_random_data():
-    rng = np.random.default_rng(5)
-    x, y = rng.standard_normal(50), rng.standard_normal(50)
-    c = correlate(x, y, seed=0)
-    ref = pearsonr(x, y)
-    assert c.r == pytest.approx(ref[0]) and c.rho == pytest.approx(spearmanr(x, y)[0])
-    assert abs(c.p_perm - ref[1]) < 0.03  # permutation p close to the parametric one
-    assert c.ci_low < c.r < c.ci_high
-    assert 0.2 < c.null_abs_r95 < 0.36  # about 1.96 / sqrt(50) = 0.28
-    assert (c.p_perm * 1001) == pytest.approx(round(c.p_perm * 1001))
-
-
-def test_correlate_deterministic_and_seeded():
-    rng = np.random.default_rng(6)
-    x = rng.standard_normal(30)
-    y = x + rng.standard_normal(30)
-    assert correlate(x, y, seed=3) == correlate(x, y, seed=3)
-    a, b = correlate(x, y, seed=3), correlate(x, y, seed=4)
-    assert a.r == b.r and (a.ci_low, a.p_perm) != (b.ci_low, b.p_perm)
-
-
-def test_correlate_drops_nan_pairs():
-    rng = np.random.default_rng(7)
-    x, y = rng.standard_normal(25), rng.standard_normal(25)
-    xn, yn = x.copy(), y.copy()
-    xn[3], yn[10] = np.nan, np.nan
-    keep = np.ones(25, bool)
-    keep[[3, 10]] = False
-    c = correlate(xn, yn, n_boot=0, n_perm=0)
-    assert c.n == 23 and c.r == pytest.approx(pearsonr(x[keep], y[keep])[0])
-    assert np.isnan(c.ci_low) and np.isnan(c.p_perm)
-
-
-@pytest.mark.parametrize(
-    "x, y",
-    [
-        ([1.0, 2.0, 3.0], [1.0, 2.0]),  # length mismatch
-        ([1.0, 2.0], [2.0, 1.0]),  # too few points
-        ([1.0, 2.0, np.nan, 4.0], [1.0, np.nan, 3.0, 2.0]),  # too few complete pairs
-        ([1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 3.0, 4.0]),  # constant
-    ],
-)
-def test_correlate_rejects_bad_input(x, y):
-    with pytest.raises(ValueError):
-        correlate(x, y)
-
-
 def test_cosine_matrix():
     V = np.array([[1.0, 0.0], [3.0, 0.0], [1.0, 1.0], [-2.0, 0.0]])
     C = cosine_matrix(V)
@@ -275,16 +208,57 @@ def test_emotion_means_rejects_bad_labels(stories):
         emotion_means(acts, labels, n_emotions=5)
 
 
-def test_permutation_null_vectors(stories):
+def test_resampled_emotion_means_keeps_counts_and_varies(stories):
     acts, labels = stories
+    rng = np.random.default_rng(0)
+    a, b = resampled_emotion_means(acts, labels, rng), resampled_emotion_means(acts, labels, rng)
+    full = emotion_means(acts, labels)
+    assert a.shape == full.shape and not np.allclose(a, b)
+    np.testing.assert_allclose(a.sum(0), 0.0, atol=1e-9)
+    # the planted offsets dominate: resampled vectors stay close to the full-sample ones
+    cos = (a * full).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(full, axis=1)
+    assert cos.min() > 0.8
+    # one story per emotion: a resample is the sample itself
+    one = np.arange(12)
+    np.testing.assert_allclose(resampled_emotion_means(acts[:12], one, rng), emotion_means(acts[:12], one))
 
-    def spread(v: np.ndarray) -> float:
-        return float(np.linalg.norm(v, axis=1).mean())
 
-    null = permutation_null_vectors(acts, labels, n_perm=30, fn=spread, seed=0)
-    assert len(null) == 30 and len(set(null)) > 1
-    assert null == permutation_null_vectors(acts, labels, n_perm=30, fn=spread, seed=0)
-    assert null != permutation_null_vectors(acts, labels, n_perm=30, fn=spread, seed=1)
-    assert spread(emotion_means(acts, labels)) > max(null)  # the planted offsets beat every shuffle
-    shapes = permutation_null_vectors(acts, labels, n_perm=2, fn=np.shape, seed=0)
-    assert shapes == [(12, 16), (12, 16)]
+def test_pc_correlations_and_rated_reference(planted):
+    X, _, _, valence, arousal = planted
+    r = pc_correlations(X, np.arange(N), valence, 3)
+    assert r.shape == (3,) and r[0] > 0.95 and r[1] < 0.3
+    assert pc_correlations(X, np.arange(N), arousal, 3)[1] > 0.9
+    ref = rated_reference(5, [1, 3], [2.0, 4.0])
+    assert np.isnan(ref[[0, 2, 4]]).all() and ref[1] == 2.0 and ref[3] == 4.0
+    np.testing.assert_allclose(column_pearson(valence, np.column_stack([valence, -valence]))[:2], [1.0, -1.0])
+
+
+def test_ridge_cv_recovers_planted_ratings_and_not_shuffled():
+    rng = np.random.default_rng(0)
+    n, d = 120, 300
+    y = rng.uniform(1, 9, n)  # planted: the ratings lie along one direction of the vectors
+    X = 0.5 * np.outer(y - 5, rng.standard_normal(d)) + rng.standard_normal((n, d))
+    folds = rng.permutation(n) % 5
+    Y = np.column_stack([y] + [rng.permutation(y) for _ in range(20)])
+    pred, chosen = ridge_cv_predict(X, Y, folds)
+    assert pred.shape == Y.shape and chosen.shape == (5, 21)
+    r = column_pearson(y, pred[:, :1])[0]
+    null = np.array([np.corrcoef(Y[:, j], pred[:, j])[0, 1] for j in range(1, 21)])
+    assert r > 0.9 and np.abs(null).mean() < 0.2 and null.max() < r
+    p1, _ = ridge_cv_predict(X, y, folds)
+    np.testing.assert_allclose(p1, pred[:, 0])  # columns are fitted independently
+    with pytest.raises(ValueError):
+        ridge_cv_predict(X, y[:-1], folds)
+
+
+def test_auroc_and_held_out_direction():
+    assert auroc([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 1.0
+    assert auroc([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 0.0
+    assert auroc([1.0, 1.0], [0, 1]) == 0.5 and np.isnan(auroc([1.0, 2.0], [1, 1]))
+    rng = np.random.default_rng(2)
+    y = np.arange(200) % 2 == 0
+    folds = rng.integers(0, 5, 200)
+    A = rng.standard_normal((200, 30))
+    planted = A + 2.0 * y[:, None] * np.eye(30)[0]
+    assert auroc(held_out_direction_scores(planted, y, folds), y) > 0.9
+    assert abs(auroc(held_out_direction_scores(A, y, folds), y) - 0.5) < 0.15

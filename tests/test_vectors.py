@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from emolib.vectors import EmotionVectors, compute_vectors, neutral_components, project_out
+from emolib.vectors import EmotionVectors, fit_vectors, load_checked, neutral_components, project_out
 
 EMO = ("afraid", "calm", "happy", "sad")
 
@@ -26,12 +26,13 @@ def planted(n_per=30, d=24, seed=0, noise_dir_scale=0.0):
 
 def test_recipe_recovers_planted_directions():
     acts, labels, _, dirs, _ = planted()
-    V, k = compute_vectors(acts, labels, len(EMO), None, 0)
-    assert k == 0
+    fit = fit_vectors(acts, labels, len(EMO), None, denoise_variance=0)
+    assert fit.components.shape[0] == 0
+    V = torch.as_tensor(fit.vectors)
     expected = dirs - dirs.mean(0)
-    cos = torch.nn.functional.cosine_similarity(V.double(), torch.as_tensor(expected), dim=1)
+    cos = torch.nn.functional.cosine_similarity(V, torch.as_tensor(expected), dim=1)
     assert (cos > 0.99).all()
-    assert torch.allclose(V.double().sum(0), torch.zeros(V.shape[1], dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(V.sum(0), torch.zeros(V.shape[1], dtype=torch.float64), atol=1e-5)
 
 
 def test_denoising_removes_the_neutral_direction():
@@ -39,12 +40,24 @@ def test_denoising_removes_the_neutral_direction():
     C = neutral_components(neutral, 0.5)
     assert C.shape[0] == 1  # one dominant neutral direction explains > 50%
     assert abs(float(C[0].double() @ torch.as_tensor(nuisance))) > 0.99
-    V, k = compute_vectors(acts, labels, len(EMO), neutral, 0.5)
-    assert k == 1
-    assert (V.double() @ C[0].double()).abs().max() < 1e-5  # exactly orthogonal to the removed PC
-    assert (V.double() @ torch.as_tensor(nuisance)).abs().max() < 0.02  # and nearly to the planted one
-    V0, _ = compute_vectors(acts, labels, len(EMO), neutral, 0)
-    assert (V0.double() @ torch.as_tensor(nuisance)).abs().max() > 0.1  # not trivially small before
+    fit = fit_vectors(acts, labels, len(EMO), neutral, denoise_variance=0.5)
+    assert fit.components.shape[0] == 1
+    V = torch.as_tensor(fit.vectors)
+    assert (V @ C[0].double()).abs().max() < 1e-5  # exactly orthogonal to the removed PC
+    assert (V @ torch.as_tensor(nuisance)).abs().max() < 0.02  # and nearly to the planted one
+    V0 = torch.as_tensor(fit_vectors(acts, labels, len(EMO), neutral, denoise_variance=0).vectors)
+    assert (V0 @ torch.as_tensor(nuisance)).abs().max() > 0.1  # not trivially small before
+
+
+def test_refit_keeps_scaling_and_denoising():
+    acts, labels, neutral, _, nuisance = planted(noise_dir_scale=3.0)
+    fit = fit_vectors(acts, labels, len(EMO), neutral, denoise_variance=0.5, standardize=True)
+    assert np.allclose(fit.refit(acts, labels), fit.vectors)
+    half = np.arange(len(labels)) % 2 == 0
+    Vh = fit.refit(acts[half], labels[half])
+    assert np.abs(Vh @ fit.components.T).max() < 1e-8  # the same components are projected out
+    shuffled = fit.refit(acts, np.random.default_rng(0).permutation(labels))
+    assert np.linalg.norm(shuffled) < 0.5 * np.linalg.norm(fit.vectors)
 
 
 def test_neutral_components_errors():
@@ -99,3 +112,21 @@ def test_save_load_roundtrip(tmp_path):
     path.write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="Malformed"):
         EmotionVectors.load(tmp_path, 5)
+
+
+def test_load_checked_refuses_other_settings(tmp_path):
+    meta = {
+        "corpus_sha256": "abc",
+        "token_offset": 50,
+        "mask_leaks": True,
+        "denoise_variance": 0.5,
+        "standardize": False,
+        "weights_hash": "w1",
+    }
+    EmotionVectors(torch.randn(4, 8), EMO, layer=2, meta=meta).save(tmp_path)
+    ok = load_checked(tmp_path, 2, dict(meta), producer="chapter 01")
+    assert ok.layer == 2 and ok.meta["token_offset"] == 50
+    with pytest.raises(ValueError, match="token_offset: saved 50, here 10"):
+        load_checked(tmp_path, 2, {**meta, "token_offset": 10}, producer="chapter 01")
+    with pytest.raises(FileNotFoundError, match="Run chapter 01"):
+        load_checked(tmp_path, 3, meta, producer="chapter 01")
