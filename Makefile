@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 endif
 
-.PHONY: install notebooks book book-all test test-slow bench check clean
+.PHONY: install notebooks book book-all test test-slow bench bench-gpu check clean posttrain
 
 install: $(VENV)/.installed
 
@@ -56,8 +56,13 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
+# Speed figures (printed, and recorded in benchmarks/RESULTS.md with the machine); never asserted in tests.
 bench: install
-	$(BIN)/python benchmarks/extract.py
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/steering.py
+
+bench-gpu: install
+	$(BIN)/python benchmarks/gpu.py --arch $(or $(ARCH),qwen2.5-1.5b) --results benchmarks/RESULTS.md
 
 check: install
 	$(BIN)/ruff check emolib tests benchmarks

@@ -55,7 +55,9 @@ CORPUS_SAMPLING = Sampling(batch_size=128, max_new_tokens=256)  # the settings o
 
 
 # Corpora made with earlier prompt wordings (the texts are in the git history at the named commit).
-EARLIER_PROMPTS = {"f610bacd8716f3c6": "v1: 20 stories per emotion, 144-token cap (prompts as of commit 4dfe2e2)"}
+EARLIER_PROMPTS = {
+    "f610bacd8716f3c6": "v1: 20 stories per emotion, 144-token cap (prompts as of commit 4dfe2e2)"
+}
 
 
 def prompts_hash() -> str:
@@ -296,14 +298,22 @@ def generate_corpus(
     model_name: str = "",
     progress: bool = True,
     max_batches: int | None = None,
+    backend: Any = None,
 ) -> GenerationReport:
     """Generate every job not yet in ``out_path`` (append-only JSONL), batch by batch.
 
     Batches are fixed slices of ``jobs`` with seed ``sampling.seed * 1_000_003 + batch_index``; a batch
     that was cut short is regenerated whole with its own seed and only its missing records are written,
     so resuming reproduces an uninterrupted run.
+
+    backend: what writes the texts (:class:`emolib.backends.GenerationBackend`); default
+    :class:`emolib.backends.TorchBackend` over ``hf_model`` (which may be None when a backend is given).
     """
     from tqdm.auto import tqdm
+
+    from .backends import TorchBackend
+
+    backend = backend if backend is not None else TorchBackend(hf_model, tokenizer)
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -318,23 +328,16 @@ def generate_corpus(
     report = GenerationReport(len(jobs), len(done & set(ids)), 0, 0, 0.0)
     t0 = time.perf_counter()
     bar = tqdm(total=len(jobs), initial=report.n_done_before, desc="corpus", disable=not progress)
-    old_attn = getattr(hf_model.config, "_attn_implementation", None)
-    if old_attn == "eager" and hasattr(hf_model, "set_attn_implementation"):
-        hf_model.set_attn_implementation("sdpa")  # faster decoding; the bridge's eager mode is restored below
-    try:
-        _generate_batches(
-            hf_model, tokenizer, todo, done, out_path, sampling, model_name, max_batches, report, bar
-        )
-    finally:
-        if old_attn == "eager" and hasattr(hf_model, "set_attn_implementation"):
-            hf_model.set_attn_implementation("eager")
+    _generate_batches(
+        backend, tokenizer, todo, done, out_path, sampling, model_name, max_batches, report, bar
+    )
     bar.close()
     report.seconds = time.perf_counter() - t0
     return report
 
 
 def _generate_batches(
-    hf_model: Any,
+    backend: Any,
     tokenizer: Any,
     todo: list,
     done: set,
@@ -350,7 +353,7 @@ def _generate_batches(
             break
         seed = sampling.seed * 1_000_003 + b
         prompts = [render_prompt(j, tokenizer) for j in batch]
-        outs = generate_batch(hf_model, tokenizer, prompts, sampling, seed)
+        outs = backend.generate(prompts, sampling, seed)
         recs = []
         for j, (text, n_tok, eos) in zip(batch, outs):
             report.new_tokens += n_tok

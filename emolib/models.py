@@ -310,9 +310,13 @@ def load_model(
     adapter: str | Path | None = None,
     device: str = "cpu",
     dtype: str = "float32",
+    device_map: str | dict[str, Any] | None = None,
     trust_remote_code: bool = False,
 ) -> LoadedModel:
     """Load ``spec`` (optionally with a PEFT ``adapter`` folder merged in) and wrap it in a TransformerBridge.
+
+    device_map: spread the layers over several GPUs (``"auto"``, via accelerate) instead of ``device``; the
+    bridge routes activations between them. Maps that mix GPUs with CPU/disk offload are refused by the bridge.
 
     >>> m = load_model("smollm2-135m-instruct")          # doctest: +SKIP
     >>> m.info.n_layers, m.info.d_model                   # doctest: +SKIP
@@ -342,7 +346,11 @@ def load_model(
             folder, trust_remote_code=trust_remote_code, local_files_only=local_only
         )
         hf = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=torch_dtype, trust_remote_code=trust_remote_code, local_files_only=local_only
+            folder,
+            dtype=torch_dtype,
+            trust_remote_code=trust_remote_code,
+            local_files_only=local_only,
+            **({"device_map": device_map} if device_map is not None else {}),
         )
     except OSError as e:
         if kind == "hub":
@@ -370,9 +378,12 @@ def load_model(
     hf.eval()
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    if device_map is None:
+        hf.to(device)  # the bridge records ``device`` but leaves a pre-loaded model's weights where they are
     bridge = TransformerBridge.boot_transformers(
-        label, hf_model=hf, tokenizer=tok, dtype=torch_dtype, device=device
+        label, hf_model=hf, tokenizer=tok, dtype=torch_dtype, device=device if device_map is None else None
     )
+    device = str(bridge.cfg.device)  # with a device_map: the embedding's device, where inputs go
     bridge.eval()
     cfg = hf.config.get_text_config() if hasattr(hf.config, "get_text_config") else hf.config
     info = ModelInfo(
