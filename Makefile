@@ -64,6 +64,13 @@ bench: install
 bench-gpu: install
 	$(BIN)/python benchmarks/gpu.py --arch $(or $(ARCH),qwen2.5-1.5b) --results benchmarks/RESULTS.md
 
+# Post-train Gemma-3-270m (base) into a chat assistant with LoRA: teacher data, then adapters at 0/25/50/100%.
+POSTTRAIN_BASE  ?= gemma-3-270m
+POSTTRAIN_STEPS ?= 200
+posttrain: install
+	$(BIN)/python -m emolib.posttrain data
+	$(BIN)/python -m emolib.posttrain train --base $(POSTTRAIN_BASE) --steps $(POSTTRAIN_STEPS) --out data/posttrain/adapters
+
 check: install
 	$(BIN)/ruff check emolib tests benchmarks
 	$(BIN)/ruff format --check emolib tests benchmarks
