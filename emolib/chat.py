@@ -25,7 +25,7 @@ Two formats:
     (``"\\n\\n"``); the generation prompt is ``"\\n\\nAssistant:"``, so the answer begins right after
     ``"Assistant:"`` (its leading space belongs to the answer). A prefill is appended after a single space:
     ``"Assistant: ("``. One user message gives ``"Human: {message}\\n\\nAssistant:"``, the format
-    ``evaluate.as_user_turn`` has always used.
+    the book has always used for base models.
 
 ``"auto"`` picks ``"template"`` when the tokenizer has a chat template, else ``"plain"``.
 

@@ -94,8 +94,26 @@ def model_slug(name: str, adapter: str | os.PathLike[str] | None = None) -> str:
 
 # A readable subset of the 171 emotions (confusion matrices, quick smoke runs).
 READABLE_EMOTIONS = (
-    "afraid", "angry", "anxious", "blissful", "bored", "calm", "desperate", "disgusted", "excited", "grateful",
-    "guilty", "happy", "hostile", "jealous", "lonely", "loving", "nervous", "proud", "sad", "surprised",
+    "afraid",
+    "angry",
+    "anxious",
+    "blissful",
+    "bored",
+    "calm",
+    "desperate",
+    "disgusted",
+    "excited",
+    "grateful",
+    "guilty",
+    "happy",
+    "hostile",
+    "jealous",
+    "lonely",
+    "loving",
+    "nervous",
+    "proud",
+    "sad",
+    "surprised",
 )
 QUICK_EMOTIONS = READABLE_EMOTIONS[:16]  # quick mode: these emotions, 8 stories each, 4 layers
 QUICK_STORIES_PER_EMOTION = 8

@@ -76,7 +76,9 @@ def check_emotions(requested: Iterable[str], known: list[str]) -> list[str]:
     req = [str(r).strip().lower() for r in requested]
     unknown = [r for r in req if r not in set(known)]
     if unknown:
-        raise ValueError(f"Unknown emotion(s) {unknown}; known are the {len(known)} words of emotions_171.json")
+        raise ValueError(
+            f"Unknown emotion(s) {unknown}; known are the {len(known)} words of emotions_171.json"
+        )
     return req
 
 

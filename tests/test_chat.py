@@ -88,7 +88,7 @@ def test_plain_rendering(plain_tok, tok):
         chat.render(plain_tok, msgs)
         == "A chat.\n\nHuman: Hi\n\nAssistant: Hello.\n\nHuman: Time?\n\nAssistant:"
     )
-    # Same as evaluate.as_user_turn's plain format; "plain" forced on a chat tokenizer gives the same text.
+    # The book's plain format for base models; "plain" forced on a chat tokenizer gives the same text.
     for m in ("What time is it?", "a\nb"):
         assert chat.user_turn(plain_tok, m) == f"Human: {m}\n\nAssistant:"
         assert chat.user_turn(tok, m, fmt="plain") == f"Human: {m}\n\nAssistant:"

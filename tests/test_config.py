@@ -62,5 +62,10 @@ def test_fold_rule_keeps_topics_apart():
 def test_slug_and_recipe():
     cfg = VectorsConfig(notebook="01", model="org/name", mask_leaks=False)
     assert cfg.slug == "org--name"
-    assert cfg.recipe() == {"token_offset": 50, "mask_leaks": False, "denoise_variance": 0.5, "standardize": False}
+    assert cfg.recipe() == {
+        "token_offset": 50,
+        "mask_leaks": False,
+        "denoise_variance": 0.5,
+        "standardize": False,
+    }
     assert RunConfig(notebook="00").slug == "smollm2-135m-instruct"

@@ -43,14 +43,16 @@ def test_matches_hf_hidden_states(tiny):
 
 def test_start_offset_and_last(tiny):
     full = extract(tiny, TEXTS[:1], [1], pooling="token", use_cache=False, progress=False)
-    late = extract(tiny, TEXTS[:1], [1], pooling="token", mask=TokenMask(start=5), use_cache=False,
-                   progress=False)
+    late = extract(
+        tiny, TEXTS[:1], [1], pooling="token", mask=TokenMask(start=5), use_cache=False, progress=False
+    )
     assert torch.allclose(late[1], full[1][4:])
     last = extract(tiny, TEXTS[:1], [1], pooling="last", use_cache=False, progress=False)
     assert torch.allclose(last[1][0], full[1][-1])
     # start 0 still never uses the attention-sink position 0
-    zero = extract(tiny, TEXTS[:1], [1], pooling="token", mask=TokenMask(start=0), use_cache=False,
-                   progress=False)
+    zero = extract(
+        tiny, TEXTS[:1], [1], pooling="token", mask=TokenMask(start=0), use_cache=False, progress=False
+    )
     assert zero[1].shape == full[1].shape
 
 
@@ -62,8 +64,9 @@ def test_assistant_region(tiny):
         tokenize=False,
     )
     all_tok = extract(tiny, [chat], [1], pooling="token", use_cache=False, progress=False)
-    asst = extract(tiny, [chat], [1], pooling="token", mask=TokenMask(after=marker), use_cache=False,
-                   progress=False)
+    asst = extract(
+        tiny, [chat], [1], pooling="token", mask=TokenMask(after=marker), use_cache=False, progress=False
+    )
     n_asst = int(asst.n_tokens[0])
     assert 0 < n_asst < int(all_tok.n_tokens[0])
     ids, offs = ex.tokenize(tiny.tokenizer, [chat])
@@ -77,7 +80,9 @@ def test_assistant_region(tiny):
 def test_exclude_words(tiny):
     text = "She was happy, so happy and happily laughing at the sea."
     base = extract(tiny, [text], [1], pooling="token", use_cache=False, progress=False)
-    masked = extract(tiny, [text], [1], pooling="token", exclude=[("happy",)], use_cache=False, progress=False)
+    masked = extract(
+        tiny, [text], [1], pooling="token", exclude=[("happy",)], use_cache=False, progress=False
+    )
     assert int(masked.n_tokens[0]) < int(base.n_tokens[0])
     ids, offs = ex.tokenize(tiny.tokenizer, [text])
     spans = [(m.start(), m.end()) for m in __import__("re").finditer(r"happ\w*", text)]

@@ -48,8 +48,11 @@ def test_unknown_emotion():
 
 def test_metrics_merge_never_drops_keys(tmp_path):
     write_metrics("m", {"a": 1, "_provenance": {"nb1": {"x": 1}}}, tmp_path)
-    write_metrics("m", {"b": np.float32(0.5), "c": [np.int64(2)], "d": float("nan"),
-                        "_provenance": {"nb2": {"y": 2}}}, tmp_path)
+    write_metrics(
+        "m",
+        {"b": np.float32(0.5), "c": [np.int64(2)], "d": float("nan"), "_provenance": {"nb2": {"y": 2}}},
+        tmp_path,
+    )
     m = read_metrics("m", tmp_path)
     assert m["a"] == 1 and m["b"] == 0.5 and m["c"] == [2] and m["d"] is None
     assert set(m["_provenance"]) == {"nb1", "nb2"}
