@@ -260,6 +260,21 @@ def _repair_tail(path: Path) -> None:
         path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
+def pending_batches(items: Sequence[Any], out_path: Path, batch_size: int) -> tuple[set[str], list, int]:
+    """The resume bookkeeping of an append-only JSONL of records keyed by ``item.id``: repairs a torn last
+    line, and returns (ids already written, the (batch index, batch) pairs with something missing, how many
+    of ``items`` are done). Batches are fixed slices of ``items``, so batch b always gets the same seed."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    _repair_tail(out_path)
+    done = {r["id"] for r in read_jsonl(out_path)}
+    ids = [it.id for it in items]
+    if len(set(ids)) != len(ids):
+        raise ValueError("Ids are not unique")
+    batches = [list(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
+    todo = [(b, batch) for b, batch in enumerate(batches) if any(it.id not in done for it in batch)]
+    return done, todo, len(done & set(ids))
+
+
 @dataclass
 class GenerationReport:
     n_jobs: int
@@ -316,16 +331,8 @@ def generate_corpus(
     backend = backend if backend is not None else TorchBackend(hf_model, tokenizer)
 
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    _repair_tail(out_path)
-    done = {r["id"] for r in read_jsonl(out_path)}
-    ids = [j.id for j in jobs]
-    if len(set(ids)) != len(ids):
-        raise ValueError("Job ids are not unique")
-    bs = sampling.batch_size
-    batches = [jobs[i : i + bs] for i in range(0, len(jobs), bs)]
-    todo = [(b, batch) for b, batch in enumerate(batches) if any(j.id not in done for j in batch)]
-    report = GenerationReport(len(jobs), len(done & set(ids)), 0, 0, 0.0)
+    done, todo, n_before = pending_batches(jobs, out_path, sampling.batch_size)
+    report = GenerationReport(len(jobs), n_before, 0, 0, 0.0)
     t0 = time.perf_counter()
     bar = tqdm(total=len(jobs), initial=report.n_done_before, desc="corpus", disable=not progress)
     _generate_batches(

@@ -42,7 +42,7 @@ import numpy as np
 
 from . import __version__
 from .constants import DATA_DIR
-from .corpus import _append, _repair_tail, degenerate_reason, generate_batch, read_jsonl
+from .corpus import _append, degenerate_reason, generate_batch, pending_batches, read_jsonl
 from .generate import Sampling
 
 POSTTRAIN_DIR = DATA_DIR / "posttrain"
@@ -112,16 +112,8 @@ def generate_sft(
     from .chat import user_turn
 
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    _repair_tail(out_path)
-    done = {r["id"] for r in read_jsonl(out_path)}
-    ids = [p.id for p in prompts]
-    if len(set(ids)) != len(ids):
-        raise ValueError("Prompt ids are not unique")
-    bs = sampling.batch_size
-    batches = [list(prompts[i : i + bs]) for i in range(0, len(prompts), bs)]
-    todo = [(b, batch) for b, batch in enumerate(batches) if any(p.id not in done for p in batch)]
-    report = DataReport(len(prompts), len(done & set(ids)), 0, 0, 0.0)
+    done, todo, n_before = pending_batches(prompts, out_path, sampling.batch_size)
+    report = DataReport(len(prompts), n_before, 0, 0, 0.0)
     t0 = time.perf_counter()
     bar = tqdm(total=len(prompts), initial=report.n_done_before, desc="sft data", disable=not progress)
     for n, (b, batch) in enumerate(todo):
