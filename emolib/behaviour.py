@@ -45,6 +45,7 @@ from . import stats
 from .chat import continuation_ids, encode, render
 from .config import VectorsConfig, _check
 from .constants import resid_post
+from .extract import pad_batch
 
 Readout = Literal["likelihood", "letters"]
 READOUTS: tuple[str, ...] = get_args(Readout)
@@ -363,12 +364,7 @@ def last_token_logits(
     res = []
     for i in range(0, len(enc), batch_size):
         chunk = enc[i : i + batch_size]
-        width = max(map(len, chunk))
-        inp = torch.full((len(chunk), width), pad, dtype=torch.long)
-        att = torch.zeros((len(chunk), width), dtype=torch.long)
-        for j, x in enumerate(chunk):
-            inp[j, : len(x)] = torch.tensor(x)
-            att[j, : len(x)] = 1
+        inp, att = pad_batch(chunk, pad)
         logits = hf(input_ids=inp.to(device), attention_mask=att.to(device), use_cache=False).logits
         last = torch.tensor([len(x) - 1 for x in chunk], device=logits.device)
         res.append(logits[torch.arange(len(chunk), device=logits.device), last].float().cpu())

@@ -265,6 +265,22 @@ def extract(
     return Activations(tuple(layer_list), pooling, data, n_tok, prov)
 
 
+def pad_batch(
+    seqs: Sequence[Sequence[int]], pad_id: int, side: Literal["right", "left"] = "right"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids ``[n, width]`` and attention mask of a batch. Right padding (real tokens keep positions
+    0..len-1; read a row at ``mask.sum(1) - 1``) for scoring and extraction; left padding (every row ends
+    at the last column) for generation."""
+    width = max(len(x) for x in seqs)
+    inp = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    att = torch.zeros((len(seqs), width), dtype=torch.long)
+    for j, x in enumerate(seqs):
+        span = slice(0, len(x)) if side == "right" else slice(width - len(x), width)
+        inp[j, span] = torch.tensor(list(x), dtype=torch.long)
+        att[j, span] = 1
+    return inp, att
+
+
 class _Stop(Exception):
     """Raised by the hook on the last requested layer: nothing after it is computed (no logits)."""
 
@@ -307,12 +323,7 @@ def _run_batch(
     device: str,
     pooling: str,
 ) -> dict[str, torch.Tensor]:
-    width = max(len(x) for x in ids)
-    inp = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    att = torch.zeros((len(ids), width), dtype=torch.long)
-    for j, x in enumerate(ids):  # right padding: real tokens keep positions 0..n-1
-        inp[j, : len(x)] = torch.tensor(x)
-        att[j, : len(x)] = 1
+    inp, att = pad_batch(ids, pad_id)  # right padding: real tokens keep positions 0..n-1
     cache = _forward_until(model, inp.to(device), att.to(device), names)
     out: dict[str, torch.Tensor] = {}
     for L, name in zip(layers, names):

@@ -109,12 +109,10 @@ def sample_batch(
     if not prompt_ids:
         return []
     device = next(hf_model.parameters()).device
+    from .extract import pad_batch
+
     B, width = len(prompt_ids), max(len(p) for p in prompt_ids)
-    inp = torch.full((B, width), pad_id, dtype=torch.long)
-    att = torch.zeros((B, width), dtype=torch.long)
-    for j, p in enumerate(prompt_ids):  # left padding: every prompt ends at the last column
-        inp[j, width - len(p) :] = torch.tensor(list(p))
-        att[j, width - len(p) :] = 1
+    inp, att = pad_batch(prompt_ids, pad_id, side="left")  # every prompt ends at the last column
     inp, att = inp.to(device), att.to(device)
     pos = (att.cumsum(1) - 1).clamp_min(0)
     gen = torch.Generator().manual_seed(int(seed))

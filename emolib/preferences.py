@@ -46,6 +46,7 @@ import torch
 
 from . import chat
 from .config import VectorsConfig, _check
+from .extract import pad_batch
 from .prompt_sets import PREFERENCE_FRAME, RATHER_FRAME, Activity
 from .stats import CI, Corr, PValue, bootstrap_stat, pearson_ci, perm_p, random_directions, slope_ci, wilson
 from .steer import Steering, score_continuations, steer
@@ -322,13 +323,9 @@ def last_logits(
     order = sorted(range(len(ids)), key=lambda k: len(ids[k]))
     for b in range(0, len(order), batch_size):
         rows = order[b : b + batch_size]
-        width = max(len(ids[k]) for k in rows)
-        inp = torch.full((len(rows), width), pad, dtype=torch.long)
-        att = torch.zeros((len(rows), width), dtype=torch.long)
-        tm = torch.zeros((len(rows), width), dtype=torch.bool)
+        inp, att = pad_batch([ids[k] for k in rows], pad)
+        tm = torch.zeros(inp.shape, dtype=torch.bool)
         for r, k in enumerate(rows):
-            inp[r, : len(ids[k])] = torch.tensor(ids[k])
-            att[r, : len(ids[k])] = 1
             if token_masks is not None:
                 if len(token_masks[k]) != len(ids[k]):
                     raise ValueError(
@@ -705,12 +702,7 @@ def span_activations(
     out = np.zeros((len(texts), model.info.d_model))
     for b in range(0, len(texts), batch_size):
         rows = list(range(b, min(b + batch_size, len(texts))))
-        width = max(len(enc[k][0]) for k in rows)
-        inp = torch.full((len(rows), width), pad, dtype=torch.long)
-        att = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, k in enumerate(rows):
-            inp[r, : len(enc[k][0])] = torch.tensor(enc[k][0])
-            att[r, : len(enc[k][0])] = 1
+        inp, att = pad_batch([enc[k][0] for k in rows], pad)
         h = _forward_until(model, inp.to(model.info.device), att.to(model.info.device), [resid_post(layer)])
         h = h[resid_post(layer)].double().cpu()
         for r, k in enumerate(rows):

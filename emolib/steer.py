@@ -59,7 +59,7 @@ from jaxtyping import Bool, Float
 
 from .chat import continuation_ids, encode
 from .constants import resid_post
-from .extract import _forward_until, tokenize
+from .extract import _forward_until, pad_batch, tokenize
 from .models import LoadedModel, check_layers
 
 Positions = Literal["all", "prompt", "generated"]
@@ -358,12 +358,7 @@ def norms_by_layer(
     count = 0
     for i in range(0, len(order), batch_size):
         batch = [ids[k] for k in order[i : i + batch_size]]
-        width = max(len(x) for x in batch)
-        inp = torch.full((len(batch), width), pad, dtype=torch.long)
-        att = torch.zeros((len(batch), width), dtype=torch.long)
-        for j, x in enumerate(batch):
-            inp[j, : len(x)] = torch.tensor(x)
-            att[j, : len(x)] = 1
+        inp, att = pad_batch(batch, pad)
         keep = att.bool().clone()
         keep[:, 0] = False  # the attention sink
         got = _forward_until(model, inp.to(model.info.device), att.to(model.info.device), names)
@@ -436,12 +431,8 @@ def generate(
             ids = [encode(tok, p) for p in prompts[i : i + batch_size]]
             if any(not x for x in ids):
                 raise ValueError("A prompt encodes to no token (empty prompt and no BOS)")
-            width = max(len(x) for x in ids)
-            inp = torch.full((len(ids), width), pad, dtype=torch.long)
-            att = torch.zeros((len(ids), width), dtype=torch.long)
-            for j, x in enumerate(ids):  # left padding: every prompt ends at the last column
-                inp[j, width - len(x) :] = torch.tensor(x)
-                att[j, width - len(x) :] = 1
+            inp, att = pad_batch(ids, pad, side="left")  # every prompt ends at the last column
+            width = inp.shape[1]
             inp, att = inp.to(device), att.to(device)
             kwargs: dict[str, Any] = dict(
                 input_ids=inp,
@@ -504,13 +495,9 @@ def score_continuations(
     order = sorted(range(len(joint)), key=lambda k: len(joint[k]))
     for i in range(0, len(order), batch_size):
         rows = order[i : i + batch_size]
-        width = max(len(joint[k]) for k in rows)
-        inp = torch.full((len(rows), width), pad, dtype=torch.long)
-        att = torch.zeros((len(rows), width), dtype=torch.long)
-        tm = torch.zeros((len(rows), width), dtype=torch.bool) if token_mask is not None else None
-        for j, k in enumerate(rows):  # right padding: real tokens keep positions 0..n-1
-            inp[j, : len(joint[k])] = torch.tensor(joint[k])
-            att[j, : len(joint[k])] = 1
+        inp, att = pad_batch([joint[k] for k in rows], pad)  # real tokens keep positions 0..n-1
+        tm = torch.zeros(inp.shape, dtype=torch.bool) if token_mask is not None else None
+        for j, k in enumerate(rows):
             if tm is not None:
                 tm[j, : len(joint[k])] = torch.tensor([bool(b) for b in token_mask[k]])
         inp, att = inp.to(device), att.to(device)
