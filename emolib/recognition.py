@@ -379,6 +379,7 @@ class LayerSweep:
             "sweep_best_top1_cv_p": float(bp),
             "sweep_best_top1_cv_p_text": bp.text(),
             "sweep_n_perm": int(self.null_hits.shape[0]),
+            "heldout_top1_cv_by_layer": {str(L): float(v) for L, v in zip(self.layers, self.top1)},
         }
 
 

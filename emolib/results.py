@@ -120,7 +120,7 @@ class Run:
 
     def record(self, key: str, value: Any, *, glue: bool | None = None) -> None:
         """Glue ``value`` under ``key`` for the text, and merge it into metrics.json."""
-        if glue if glue is not None else self.glue:
+        if (glue if glue is not None else self.glue) and not isinstance(value, (dict, list)):
             from myst_nb import glue as _glue
 
             _glue(key, _Text(value) if isinstance(value, str) else value, display=False)

@@ -139,6 +139,10 @@ def test_glued_numbers_and_metrics(book):
         int(g99[k]) for k in g99 if k.startswith("glance_n_") and k != "glance_n_claims"
     )
     assert int(g99["glance_n_not_run"]) < int(g99["glance_n_claims"])  # chapters 01 and 02 did fill rows
+    g06 = _glued(nbformat.read(book / "book" / "_generated" / "06_comparison.ipynb", as_version=4))
+    assert g06["compare_models"].strip("'") == MODEL  # only this run's results folder exists
+    assert "only one model" in g06["compare_note"]
+    assert metrics["compare_n_judged"] > 0
 
 
 def test_html(book):

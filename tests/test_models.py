@@ -251,3 +251,13 @@ def test_hub_snapshot_from_local_cache(tmp_path, tiny_dir, monkeypatch, hash_cac
     assert m.info.source == "hub" and m.info.revision == commit
     assert m.info.weights_hash == weights_hash(tiny_dir)
     assert m.info.slug == "emolib-test--tiny"
+
+
+def test_without_bridge_same_weights_hash_and_logits(tiny, tiny_dir):
+    plain = load_model(str(tiny_dir), bridge=False)
+    assert plain.bridge is None and plain.info.weights_hash == tiny.info.weights_hash
+    ids = torch.tensor([tiny.tokenizer("The quick brown fox jumps")["input_ids"]])
+    with torch.no_grad():
+        a = plain.hf_model(input_ids=ids).logits
+        b = tiny.bridge(ids)
+    assert torch.allclose(a, b, atol=1e-4)
