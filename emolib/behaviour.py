@@ -865,7 +865,8 @@ class SteeringConfig(VectorsConfig):
     strengths: fractions of the residual norm (must include 0, the shared unsteered condition);
     dose_emotions: steered emotions; n_random: random-direction controls; n_blackmail / n_coding:
     scenario variants in the dose-response (0: all); n_prompt_variants: variants for the prompt-time
-    prediction (0: all); readout: the dose-response readout; free_generation: greedy answers graded
+    prediction (0: all); n_validity_pairs: clear-cut pairs checking each readout (0: all); readout: the
+    dose-response readout; free_generation: greedy answers graded
     for real (capable models only); n_norm_texts: clean neutral dialogues measuring the unit of strength;
     trace_strength: the steered per-token trace."""
 
@@ -875,6 +876,7 @@ class SteeringConfig(VectorsConfig):
     n_blackmail: int = 6
     n_coding: int = 6
     n_prompt_variants: int = 0
+    n_validity_pairs: int = 0
     readout: str = "likelihood"
     free_generation: bool = False
     max_new_tokens: int = 200
@@ -886,10 +888,11 @@ class SteeringConfig(VectorsConfig):
         "n_boot": 200,
         "n_perm": 200,
         "n_null": 5,
-        "n_random": 4,
+        "n_random": 2,
         "n_blackmail": 2,
         "n_coding": 2,
-        "n_prompt_variants": 5,
+        "n_prompt_variants": 3,
+        "n_validity_pairs": 12,
         "n_norm_texts": 12,
         "max_new_tokens": 48,
     }
@@ -898,7 +901,12 @@ class SteeringConfig(VectorsConfig):
         object.__setattr__(self, "strengths", tuple(float(s) for s in self.strengths))
         object.__setattr__(self, "dose_emotions", tuple(e.strip().lower() for e in self.dose_emotions))
         quick = self.quick
-        for name in ("n_blackmail", "n_coding", "n_prompt_variants"):  # 0 means all: cap it in quick mode too
+        for name in (
+            "n_blackmail",
+            "n_coding",
+            "n_prompt_variants",
+            "n_validity_pairs",
+        ):  # 0 = all: cap in quick
             if quick and getattr(self, name) == 0:
                 object.__setattr__(self, name, self.QUICK[name])
         super().__post_init__()
