@@ -76,6 +76,7 @@ class Dialogue:
     prompt: str
     response: str
     split: str = "train"  # "train" | "heldout"
+    ended: bool = True  # the teacher stopped on its own (False: cut at its token budget; no EOS target then)
 
 
 @dataclass
@@ -162,7 +163,11 @@ def load_sft(path: str | Path = POSTTRAIN_DIR / SFT_FILE, *, usable_only: bool =
     for r in read_jsonl(path):
         if usable_only and (not r["response"].strip() or r.get("degenerate")):
             continue
-        out.append(Dialogue(r["id"], r["prompt"], r["response"], r.get("split", "train")))
+        out.append(
+            Dialogue(
+                r["id"], r["prompt"], r["response"], r.get("split", "train"), bool(r.get("hit_eos", True))
+            )
+        )
     return out
 
 
@@ -245,10 +250,14 @@ class Example:
         return sum(label != IGNORE for label in self.labels)
 
 
-def encode_dialogue(tokenizer: Any, prompt: str, response: str, *, max_len: int = 256) -> Example:
+def encode_dialogue(
+    tokenizer: Any, prompt: str, response: str, *, max_len: int = 256, ended: bool = True
+) -> Example:
     """Render ``Human: {prompt}\\n\\nAssistant: {response}`` (:func:`emolib.chat.render`, ``fmt="plain"``),
-    tokenise it (BOS added), and mask every token before the answer with ``IGNORE``; the tokenizer's EOS is
-    appended as a target so the model learns to stop. Truncated to ``max_len`` tokens."""
+    tokenise it (BOS added), and mask every token before the answer with ``IGNORE``; when the response
+    ``ended`` on its own, the tokenizer's EOS is appended as a target so the model learns to stop (a response
+    cut at the teacher's token budget gets none: it must not teach stopping mid-sentence). Truncated to
+    ``max_len`` tokens."""
     from .chat import continuation_ids, render
 
     user = [{"role": "user", "content": prompt}]
@@ -264,7 +273,7 @@ def encode_dialogue(tokenizer: Any, prompt: str, response: str, *, max_len: int 
     if not response.strip():
         raise ValueError("Empty response: nothing to learn")
     p_ids, a_ids = continuation_ids(tokenizer, head, full[len(head) :])
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    eos = [tokenizer.eos_token_id] if ended and tokenizer.eos_token_id is not None else []
     ids = (p_ids + a_ids + eos)[:max_len]
     labels = ([IGNORE] * len(p_ids) + a_ids + eos)[:max_len]
     ex = Example(tuple(ids), tuple(labels))
@@ -311,16 +320,16 @@ def chat_loss(
     batch_size: int = 8,
     max_len: int = 256,
 ) -> float:
-    """Mean cross-entropy per assistant token (EOS included) on ``dialogues`` in the plain chat format:
+    """Mean cross-entropy per assistant token (EOS included where the response ended) on ``dialogues`` in the plain chat format:
     the held-out check that a model became a chat model. ``model``: a transformers model or an
     :class:`emolib.models.LoadedModel`."""
     import torch
 
     hf = getattr(model, "hf_model", model)
-    pairs = [(d.prompt, d.response) if isinstance(d, Dialogue) else tuple(d) for d in dialogues]
-    if not pairs:
+    ds = [d if isinstance(d, Dialogue) else Dialogue("", *d) for d in dialogues]
+    if not ds:
         raise ValueError("No dialogues to score")
-    exs = [encode_dialogue(tokenizer, p, r, max_len=max_len) for p, r in pairs]
+    exs = [encode_dialogue(tokenizer, d.prompt, d.response, max_len=max_len, ended=d.ended) for d in ds]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     total, n = 0.0, 0
     was_training = hf.training
@@ -540,7 +549,7 @@ def train(
     _seed_all(cfg.seed)
     hf, tok, base_hash = load_base(cfg.base, cfg.device)
     hf.config.use_cache = False
-    exs = [encode_dialogue(tok, d.prompt, d.response, max_len=cfg.max_len) for d in dialogues]
+    exs = [encode_dialogue(tok, d.prompt, d.response, max_len=cfg.max_len, ended=d.ended) for d in dialogues]
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     # resume from the latest finished checkpoint that has its optimizer state
     start = 0

@@ -79,6 +79,34 @@ def test_encode_dialogue_masks_the_prompt(plain_tok):
         pt.encode_dialogue(plain_tok, "What time is it? " * 30, "Yes.", max_len=10)
     with pytest.raises(ValueError, match="Empty"):
         pt.encode_dialogue(plain_tok, "Hi", "  ")
+    cut = pt.encode_dialogue(plain_tok, "What time is it?", "It is three.", ended=False)
+    assert cut.ids == ex.ids[:-1] and plain_tok.eos_token_id not in cut.labels  # no "stop here" target
+
+
+def test_load_sft_keeps_whether_the_teacher_stopped(tmp_path):
+    rows = [
+        {"id": "a", "prompt": "p", "response": "r.", "split": "train", "hit_eos": True, "degenerate": None},
+        {
+            "id": "b",
+            "prompt": "p",
+            "response": "r r",
+            "split": "heldout",
+            "hit_eos": False,
+            "degenerate": None,
+        },
+        {
+            "id": "c",
+            "prompt": "p",
+            "response": "x x x",
+            "split": "train",
+            "hit_eos": False,
+            "degenerate": "looping",
+        },
+    ]
+    f = tmp_path / "sft.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ds = pt.load_sft(f)
+    assert [(d.id, d.split, d.ended) for d in ds] == [("a", "train", True), ("b", "heldout", False)]
 
 
 def test_collate_pads_with_ignored_labels(plain_tok):
