@@ -169,7 +169,7 @@ def test_notebook_quick_on_tiny_pair(tiny_dir, tmp_path, monkeypatch):
         "n_boot": 50,
     }
     pm.execute_notebook(
-        str(REPO_ROOT / "notebooks" / "drafts" / "05_posttraining.ipynb"), str(out), parameters=params,
+        str(REPO_ROOT / "notebooks" / "05_posttraining.ipynb"), str(out), parameters=params,
         kernel_name="python3", cwd=str(REPO_ROOT), progress_bar=False,
     )  # fmt: skip
     nb = nbformat.read(out, as_version=4)
