@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 endif
 
-.PHONY: install install-qwen notebooks book book-all test test-slow bench bench-gpu check clean posttrain
+.PHONY: install install-qwen notebooks book book-all test test-slow bench bench-book bench-gpu check clean posttrain
 
 install: $(VENV)/.installed
 
@@ -66,6 +66,10 @@ test-slow: install
 bench: install
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/steering.py
+
+# The whole book from an empty cache, wall time per notebook (appended to benchmarks/RESULTS.md).
+bench-book: install
+	$(BIN)/python benchmarks/book_time.py --model $(MODEL) --device $(DEVICE) --dtype $(DTYPE) --results benchmarks/RESULTS.md
 
 bench-gpu: install
 	$(BIN)/python benchmarks/gpu.py --arch $(or $(ARCH),qwen2.5-1.5b) --results benchmarks/RESULTS.md

@@ -30,3 +30,14 @@ def test_bench_quick_runs_every_method(tiny_dir, tmp_path):
     assert res["bf16"]["vs_fp32"]["cos_min"] > 0.99
     text = out.read_text()
     assert run_all.MARKER in text and "| extract | emolib_all |" in text and "Matmul peak" in text
+
+
+def test_book_time_table_and_notebook_selection():
+    import book_time
+    import pytest
+
+    t = book_time.table([{"notebook": "01_a", "seconds": 90.0}, {"notebook": "02_b", "seconds": 30.0}])
+    assert "| 01_a | 90 | 75% |" in t and "**120** (2.0 min; budget 30 min)" in t
+    assert [p.stem for p in book_time.notebooks(["99_summary"])] == ["99_summary"]
+    with pytest.raises(SystemExit, match="unknown notebooks"):
+        book_time.notebooks(["nope"])
