@@ -76,7 +76,7 @@ bench-gpu: install
 
 # Post-train Gemma-3-270m (base) into a chat assistant with LoRA: teacher data, then adapters at 0/25/50/100%.
 POSTTRAIN_BASE  ?= gemma-3-270m
-POSTTRAIN_STEPS ?= 200
+POSTTRAIN_STEPS ?= 120
 posttrain: install
 	$(BIN)/python -m emolib.posttrain data
 	$(BIN)/python -m emolib.posttrain train --base $(POSTTRAIN_BASE) --steps $(POSTTRAIN_STEPS) --out data/posttrain/adapters

@@ -349,7 +349,7 @@ class TrainConfig:
 
     base: str = BASE
     data: str = str(POSTTRAIN_DIR / SFT_FILE)
-    steps: int = 200
+    steps: int = 120
     lr: float = 2e-4
     batch_size: int = 4
     grad_accum: int = 1
