@@ -213,8 +213,10 @@ def depth_comparison(
         d = curves[curves["curve"] == label]
         for model, g in d.groupby("model", sort=True):
             ax.plot(g["depth"], g["value"], marker="o", ms=3, lw=1.5, label=model)
+        styles = [("black", ":"), ("0.45", "--"), ("0.6", "-."), ("0.75", (0, (1, 3)))]
         for n, (ref_label, v) in enumerate((references or {}).get(label, ())):
-            ax.axhline(v, color="grey", ls=(0, (1, 2 + n)), lw=1, label=ref_label)
+            color, ls = styles[n % len(styles)]
+            ax.axhline(v, color=color, ls=ls, lw=1.2, label=ref_label)
         if label.endswith("/ chance"):
             ax.axhline(1.0, color="black", ls="--", lw=1, label="chance")
         ax.set_xlabel("relative depth (layer / number of layers)")
