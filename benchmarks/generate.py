@@ -78,7 +78,10 @@ def measure(method: str, opts: dict[str, Any]) -> dict[str, Any]:
     from emolib.corpus import generate_batch
     from emolib.generate import Sampling
 
-    m = common.load(opts["model"], opts.get("dtype", "float32"), bridge=False)  # as the corpus runs it
+    # the corpus samples on the plain transformers model; "sample_batch_bridge" times the same loop through
+    # the TransformerBridge's hookable attention (what the corpus used before), for the side-by-side ratio
+    bridge = method == "sample_batch_bridge"
+    m = common.load(opts["model"], opts.get("dtype", "float32"), bridge=bridge)
     prompts = corpus_prompts(m.tokenizer, opts["n_prompts"])
     batch = int(opts.get("batch", 64))
     if method == "single":
@@ -93,7 +96,7 @@ def measure(method: str, opts: dict[str, Any]) -> dict[str, Any]:
         chunk = prompts[i : i + batch]
         if method == "hf_generate":
             counts += _hf_generate(m, chunk, s, seed=b)
-        elif method in ("sample_batch", "single"):
+        elif method in ("sample_batch", "sample_batch_bridge", "single"):
             counts += [n for _, n, _ in generate_batch(m.hf_model, m.tokenizer, chunk, s, seed=b)]
         else:
             raise ValueError(f"unknown method {method!r}")
@@ -130,7 +133,14 @@ def main() -> None:
         "n_single": a.n_single,
         "max_new_tokens": a.max_new_tokens,
     }
-    for method, batch in (("hf_generate", 64), ("sample_batch", 64), ("sample_batch", 128), ("single", 1)):
+    plan = (
+        ("hf_generate", 64),
+        ("sample_batch", 64),
+        ("sample_batch", 128),
+        ("sample_batch_bridge", 128),
+        ("single", 1),
+    )
+    for method, batch in plan:
         r = common.run(Path(__file__), measure, method, {**base, "batch": batch}, not a.in_process)
         print(json.dumps(r))
 

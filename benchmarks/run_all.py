@@ -4,8 +4,8 @@
    the end of the run (the higher of the two is the denominator of every fraction of peak);
 2. extraction: emolib vs the per-text ``output_hidden_states`` loop, every layer and one layer
    (:mod:`extract`), and emolib in bf16 against fp32 (speed, cosine of the per-story means, held-out top-1);
-3. generation: ``transformers.generate`` vs :func:`emolib.generate.sample_batch` at two batch sizes vs one
-   prompt at a time (:mod:`generate`).
+3. generation: ``transformers.generate`` vs :func:`emolib.generate.sample_batch` at two batch sizes, the same
+   loop through the TransformerBridge's attention, and one prompt at a time (:mod:`generate`).
 
 Each method runs in its own child process (peak memory is its own; ``--in-process`` skips that, e.g. for
 the smoke test). Nothing here asserts a speed. A full run prints a table and inserts it at the top of the
@@ -115,7 +115,8 @@ def run_all(a: argparse.Namespace) -> dict[str, Any]:
     }
     gopts = {"model": a.model, **{k: sizes[k] for k in ("n_prompts", "n_single", "max_new_tokens")}}
     batches = [int(x) for x in str(sizes["gen_batches"]).split(",")]
-    plan = [("hf_generate", batches[0])] + [("sample_batch", b) for b in batches] + [("single", 1)]
+    plan = [("hf_generate", batches[0])] + [("sample_batch", b) for b in batches]
+    plan += [("sample_batch_bridge", batches[-1]), ("single", 1)]
     for method, b in plan:
         r = _step("generate.py", generate.measure, method, {**gopts, "batch": b}, iso)
         rows.append({"bench": "generate", **r})
@@ -193,6 +194,13 @@ def report(res: dict[str, Any]) -> str:
             out.append(
                 f"- Generation, {r['method']} / hf_generate_b{hf['batch']}: "
                 f"{r['tok_per_s'] / hf['tok_per_s']:.2f}x."
+            )
+    plain = {r["batch"]: r for r in gen if r["method"] == f"sample_batch_b{r['batch']}"}
+    for r in gen:
+        if r["method"].startswith("sample_batch_bridge") and r["batch"] in plain:
+            out.append(
+                f"- Generation at batch {r['batch']}, plain transformers model / through the TransformerBridge: "
+                f"{plain[r['batch']]['tok_per_s'] / r['tok_per_s']:.2f}x."
             )
     best_sb = max((r for r in gen if r["method"].startswith("sample_batch")), key=lambda r: r["tok_per_s"])
     out.append(

@@ -25,6 +25,7 @@ def test_bench_quick_runs_every_method(tiny_dir, tmp_path):
     assert any(m.startswith("hf_generate") for m in methods) and any(
         m.startswith("sample_batch") for m in methods
     )
+    assert any(m.startswith("sample_batch_bridge") for m in methods)
     assert all(r["tokens"] > 0 and r["tok_per_s"] > 0 and r["pct_peak"] >= 0 for r in res["rows"])
     assert res["same"]["all"]["cos_min"] > 0.9999 and res["same"]["one"]["cos_min"] > 0.9999
     assert res["bf16"]["vs_fp32"]["cos_min"] > 0.99
