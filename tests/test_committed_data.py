@@ -37,3 +37,34 @@ def test_default_corpus_is_complete_and_documented():
     assert prov["model"]["name"] == "smollm2-135m-instruct"
     for key in ("temperature", "top_p", "max_new_tokens", "seed"):
         assert key in prov["sampling"]
+
+
+def test_corpus_in_progress_matches_its_provenance():
+    """data/corpus-v2: a committed prefix of a resumable, append-only run. Its provenance counts and hash
+    describe the first records of the file (a run going on locally may have appended more since)."""
+    import hashlib
+
+    folder = DATA_DIR / "corpus-v2" / "smollm2-135m-instruct"
+    if not (folder / "corpus.jsonl").exists():
+        return
+    prov = json.loads((folder / "provenance.json").read_text())
+    n = prov["counts"]["stories"] + prov["counts"]["neutral"]
+    lines = (folder / "corpus.jsonl").read_bytes().splitlines(keepends=True)
+    assert len(lines) >= n
+    assert hashlib.sha256(b"".join(lines[:n])).hexdigest() == prov["corpus_sha256"]
+    recs = [json.loads(x) for x in lines[:n]]
+    assert len({r["id"] for r in recs}) == n
+    assert prov["complete"] is (n >= 171 * prov["jobs"]["n_per_emotion"] + prov["jobs"]["n_neutral"])
+
+
+def test_posttrain_data_and_adapters_are_documented():
+    folder = DATA_DIR / "posttrain"
+    prov = json.loads((folder / "provenance.json").read_text())
+    assert prov["sft_sha256"] == file_sha256(folder / "sft.jsonl")
+    ckpts = sorted((folder / "adapters").glob("step_*/provenance.json"))
+    assert len(ckpts) >= 2
+    for p in ckpts:
+        a = json.loads(p.read_text())
+        assert a["run"]["data_sha256"] == prov["sft_sha256"], p
+        assert len(a["loss_curve"]) == a["step"], p
+        assert (p.parent / "adapter_model.safetensors").stat().st_size < 5_000_000, p
