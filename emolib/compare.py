@@ -181,7 +181,8 @@ class Comparison:
                         "verdict": e.verdict,
                     }
                 )
-        return pd.DataFrame(recs)
+        cols = ["model", "chapter", "key", "claim", "value", "ci_low", "ci_high", "null", "p", "verdict"]
+        return pd.DataFrame(recs, columns=cols)
 
     def verdict_counts(self) -> Any:
         """Per model, how many claims got each verdict."""
@@ -193,8 +194,8 @@ class Comparison:
         if len(self.models) >= 2:
             return "each has run the chapters listed in its column of Table 1"
         how = (
-            'run `make book-all MODELS="smollm2-135m-instruct gemma-3-270m"` (or any list of models) to add '
-            "others"
+            "to add a model, write its corpus (`python -m emolib.corpus --model <spec>`) and run its chapters "
+            "(`make notebooks MODEL=<spec>`, or `make book-all MODELS=...` for several)"
         )
         if not self.models:
             return f"no model has results yet: {how}"

@@ -124,7 +124,9 @@ def test_note_and_depth_references():
     from emolib.compare import depth_references
 
     one = compare_models({"a": A}, rows=ROWS)
-    assert "only one model" in one.note() and "book-all" in one.note()
-    assert "no model" in compare_models({}, rows=ROWS, replications=[]).note()
+    assert "only one model" in one.note() and "emolib.corpus" in one.note()
+    empty = compare_models({}, rows=ROWS, replications=[])
+    assert "no model" in empty.note() and empty.metrics()["compare_n_judged"] == 0
+    assert empty.verdict_counts().empty and empty.table()["chapter"].tolist() == ["02", "03"]
     refs = depth_references(one)["PC1 vs valence, Pearson r"]
     assert refs[0] == ("paper (Claude Sonnet 4.5)", 0.81) and ("Apertus-8B", 0.76) in refs
