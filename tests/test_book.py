@@ -23,8 +23,8 @@ from emolib.report import HIDE_TAG, VERDICTS, hide_parameter_cells
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
 # Chapters that load a second real model (Gemma-3-270m, converted from its GGUF on a cold cache) are left out of
-# the default build and run by the slow test at the end (make test-slow); the default build drops them from
-# the table of contents.
+# the default build, which drops them from the table of contents; chapter 05 runs end to end on a tiny model
+# pair in tests/test_baseline.py's slow test (make test-slow).
 SLOW_CHAPTERS = {"05_posttraining"}
 FAST = [nb for nb in NOTEBOOKS if nb.stem not in SLOW_CHAPTERS]
 MODEL = "smollm2-135m-instruct"
