@@ -492,6 +492,18 @@ class TrainReport:
         return self.tokens / self.seconds if self.seconds else float("nan")
 
 
+def _portable_adapter(folder: Path, base: str) -> None:
+    """Make a saved adapter folder machine-independent: peft writes the base model's resolved folder (a path in
+    this machine's cache) into ``adapter_config.json`` and a boilerplate model card; record the base as the
+    spec it was trained from (e.g. ``gemma-3-270m``) and drop the card (``provenance.json`` documents the run).
+    Loading is unaffected: :func:`emolib.models.load_model` applies the adapter to the model it loaded."""
+    path = folder / "adapter_config.json"
+    conf = json.loads(path.read_text())
+    conf["base_model_name_or_path"] = base
+    path.write_text(json.dumps(conf, indent=2, sort_keys=True) + "\n")
+    (folder / "README.md").unlink(missing_ok=True)
+
+
 def _repo_relative(path: str | Path) -> str:
     p = Path(path).resolve()
     root = DATA_DIR.parent.resolve()
@@ -587,6 +599,7 @@ def train(
 
         shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(str(tmp), safe_serialization=True)
+        _portable_adapter(tmp, cfg.base)
         _save_optimizer(opt, tmp)
         secs = time.perf_counter() - t0
         prov = {

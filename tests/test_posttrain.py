@@ -189,6 +189,8 @@ def test_training_lowers_the_loss_and_saves_checkpoints(trained, plain_tok):
         assert prov["device"] == "cpu" and "wall_seconds_total" in prov
         assert (out / f"step_{k}" / "adapter_model.safetensors").stat().st_size < 5e6
         assert not list((out / f"step_{k}").glob("*.bin")) and not list((out / f"step_{k}").glob("*.pt"))
+        conf = json.loads((out / f"step_{k}" / "adapter_config.json").read_text())
+        assert conf["base_model_name_or_path"] == cfg.base and not (out / f"step_{k}" / "README.md").exists()
     assert pt.list_checkpoints(out) == {k: out / f"step_{k}" for k in (0, 1, 2, 4)}
 
 
