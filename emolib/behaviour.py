@@ -23,7 +23,8 @@ lies above 0.5.**
 Speed: every condition (direction x strength) of one item shares the prompt, so the prompt is run once per
 batch of conditions with the KV cache on (each row of the batch carries its own steering vector, added to
 the residual stream at every position), and each option's text is scored from that cache
-(:func:`option_logprobs`; ``use_kv_cache=False`` scores prompt + option in full, for comparison).
+(:func:`option_logprobs`; ``use_kv_cache=False`` scores prompt + option in full, for comparison). The layers
+up to the steered one are the same under every condition, so they run once per item (:mod:`emolib.trunk`).
 
 Unit of strength: a fraction of the mean residual norm at the steered layer (:func:`emolib.steer.residual_norm`);
 a condition adds ``strength * norm * unit_direction`` to ``blocks.{layer}.hook_resid_post`` at all positions,
@@ -41,7 +42,7 @@ from typing import Any, ClassVar, Literal, get_args
 import numpy as np
 import torch
 
-from . import stats
+from . import stats, trunk
 from .chat import continuation_ids, encode, render
 from .config import VectorsConfig, _check
 from .constants import resid_post
@@ -260,6 +261,8 @@ def option_logprobs(
     prompt (:func:`emolib.chat.continuation_ids`); the prompt tokens shared by all options of an item are run
     once per batch of conditions with the KV cache, then each option's remaining tokens are run from the
     cache (cropped back after each option). Rows of a batch hold identical tokens, so there is no padding.
+    With steering rows and a decoder stack :mod:`emolib.trunk` can replay, layers ``0..layer`` run once per
+    item at batch 1 and only the layers above run per condition (same numbers, a fraction of the cost).
     """
     if not items:
         raise ValueError("no items to score")
@@ -270,6 +273,7 @@ def option_logprobs(
     device = model.info.device
     n_c = 1 if adds is None else int(adds.shape[0])
     out = np.zeros((n_c, len(items), len(names)))
+    shared = use_kv_cache and adds is not None and layer is not None and trunk.decoder_layers(hf) is not None
     for i, item in enumerate(items):
         text = _prompt_text(model, item)
         pairs = [continuation_ids(tok, text, item.options[n]) for n in names]
@@ -278,29 +282,85 @@ def option_logprobs(
         for p, _ in pairs:
             K = next((j for j in range(K) if p[j] != pairs[0][0][j]), K)
         prefix = torch.tensor(pairs[0][0][:K], device=device)[None]
+        rests = [torch.tensor((p + c)[K:], device=device)[None] for p, c in pairs]
+        if shared:
+            out[:, i] = _shared_trunk_logprobs(hf, layer, adds, prefix, rests, pairs, K, batch_size)
+            continue
         c0 = 0
         for rows in _chunks(adds, batch_size):
             b = 1 if rows is None else rows.shape[0]
             with row_steering(model, layer, rows):
                 if use_kv_cache:
-                    first = hf(input_ids=prefix.expand(b, K), use_cache=True)
-                    cache, last = first.past_key_values, first.logits[:, -1:].float()
+                    first = hf(input_ids=prefix.expand(b, K), use_cache=True, logits_to_keep=1)
+                    cache, last = _rewindable(first.past_key_values), first.logits[:, -1:].float()
                 for k, (p, c) in enumerate(pairs):
-                    joint = p + c
                     if use_kv_cache:
-                        rest = torch.tensor(joint[K:], device=device)[None].expand(b, -1)
+                        rest = rests[k].expand(b, -1)
                         o = hf(input_ids=rest, past_key_values=cache, use_cache=True).logits.float()
-                        logits = torch.cat([last, o[:, :-1]], 1)  # logits[:, j] predict rest[:, j]
-                        targets, start = rest, len(p) - K
                         cache.crop(-rest.shape[1])  # back to the shared prompt (negative: tokens to drop)
+                        lp = _option_lp(last, o, rest)[:, len(p) - K :]
                     else:
-                        ids = torch.tensor(joint, device=device)[None].expand(b, -1)
+                        ids = torch.tensor(p + c, device=device)[None].expand(b, -1)
                         logits = hf(input_ids=ids, use_cache=False).logits.float()[:, :-1]
-                        targets, start = ids[:, 1:], len(p) - 1
-                    lp = torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0]
-                    out[c0 : c0 + b, i, k] = lp[:, start:].double().mean(1).cpu().numpy()
+                        tgt = ids[:, 1:]
+                        lp = torch.log_softmax(logits, -1).gather(-1, tgt[..., None])[..., 0][:, len(p) - 1 :]
+                    out[c0 : c0 + b, i, k] = lp.double().mean(1).cpu().numpy()
             c0 += b
     return out
+
+
+def _rewindable(cache: Any) -> Any:
+    """Let a cache with sliding-window layers (Gemma 3) be cropped back after the prompt fills the window:
+    from here on its layers keep what the next crop may need to restore."""
+    if hasattr(cache, "activate_past_recording"):
+        cache.activate_past_recording()
+    return cache
+
+
+def _option_lp(last: torch.Tensor, o: torch.Tensor, rest: torch.Tensor) -> torch.Tensor:
+    """Per-token log-probabilities of ``rest`` given the prompt's last logits and the logits over ``rest``."""
+    logits = torch.cat([last, o[:, :-1]], 1)  # logits[:, j] predict rest[:, j]
+    return torch.log_softmax(logits, -1).gather(-1, rest[..., None])[..., 0]
+
+
+def _shared_trunk_logprobs(
+    hf: Any,
+    layer: int,
+    adds: torch.Tensor,
+    prefix: torch.Tensor,
+    rests: list[torch.Tensor],
+    pairs: list[tuple[list[int], list[int]]],
+    K: int,
+    batch_size: int,
+) -> np.ndarray:
+    """One item's ``[n_conditions, n_options]`` mean log-probabilities with layers ``0..layer`` run once,
+    unsteered, at batch 1 (:mod:`emolib.trunk`), and only the layers above run per condition."""
+    with trunk.capture(hf, layer) as cap:
+        first = hf(input_ids=prefix, use_cache=True, logits_to_keep=1)
+        h_prefix, cache1 = cap["h"], _rewindable(first.past_key_values)
+        h_rest = []
+        for rest in rests:
+            hf(input_ids=rest, past_key_values=cache1, use_cache=True, logits_to_keep=1)
+            h_rest.append(cap["h"])
+            cache1.crop(-rest.shape[1])
+    res = np.zeros((adds.shape[0], len(rests)))
+    c0 = 0
+    for rows in _chunks(adds, batch_size):
+        b = rows.shape[0]
+        add = rows.to(h_prefix.device, h_prefix.dtype)[:, None, :]
+        with trunk.replaying(hf, layer) as state:
+            state["h"] = h_prefix + add
+            first = hf(input_ids=prefix.expand(b, K), use_cache=True, logits_to_keep=1)
+            cache, last = _rewindable(first.past_key_values), first.logits[:, -1:].float()
+            for k, rest in enumerate(rests):
+                state["h"] = h_rest[k] + add
+                r = rest.expand(b, -1)
+                o = hf(input_ids=r, past_key_values=cache, use_cache=True).logits.float()
+                cache.crop(-r.shape[1])
+                lp = _option_lp(last, o, r)
+                res[c0 : c0 + b, k] = lp[:, len(pairs[k][0]) - K :].double().mean(1).cpu().numpy()
+        c0 += b
+    return res
 
 
 def letter_prompt(model: Any, item: ChoiceItem, order: Sequence[str]) -> str:
@@ -870,11 +930,11 @@ class SteeringConfig(VectorsConfig):
     for real (capable models only); n_norm_texts: clean neutral dialogues measuring the unit of strength;
     trace_strength: the steered per-token trace."""
 
-    strengths: tuple[float, ...] = (-0.2, -0.1, 0.0, 0.1, 0.2)
+    strengths: tuple[float, ...] = (-0.2, 0.0, 0.2)  # the book's default; the full design adds +-0.1
     dose_emotions: tuple[str, ...] = DOSE_EMOTIONS
     n_random: int = 20
-    n_blackmail: int = 6
-    n_coding: int = 6
+    n_blackmail: int = 4
+    n_coding: int = 4
     n_prompt_variants: int = 0
     n_validity_pairs: int = 0
     readout: str = "likelihood"
@@ -947,6 +1007,13 @@ class SteeringSetup:
     directions: tuple[Direction, ...]
     concept_cosines: dict[str, float]
     n_norm_texts: int
+    scorer: Any = None  # the same weights without the bridge, for the likelihood readout (None: ``model``)
+
+    @property
+    def score_model(self) -> Any:
+        """What the likelihood scoring runs on: the plain transformers copy (its attention kernel is faster
+        than the bridge's hookable one; steering there goes through :mod:`emolib.trunk`), else the model."""
+        return self.scorer if self.scorer is not None else self.model
 
 
 def prepare(cfg: Any, run: Any) -> SteeringSetup:
@@ -1009,9 +1076,35 @@ def prepare(cfg: Any, run: Any) -> SteeringSetup:
     run.record("steering_missing_emotions", ", ".join(missing) if missing else "none")
     run.record("trace_read_layer", read_vectors.layer if read_vectors is not None else layer)
     run.record("concept_max_abs_cosine", max(abs(v) for v in cos.values()))
+    scorer = _plain_copy(cfg, m) if cfg.readout == "likelihood" else None
     return SteeringSetup(
-        m, layer, vectors, read_vectors, float(norm), centers, emotions, missing, tuple(dirs), cos, len(texts)
+        m,
+        layer,
+        vectors,
+        read_vectors,
+        float(norm),
+        centers,
+        emotions,
+        missing,
+        tuple(dirs),
+        cos,
+        len(texts),
+        scorer,
     )
+
+
+def _plain_copy(cfg: Any, m: Any) -> Any:
+    """The model again without the bridge (same weights, checked by hash), when :mod:`emolib.trunk` can
+    steer it; None otherwise."""
+    from .models import load_model
+
+    kw: dict[str, Any] = {"device": cfg.device, "dtype": cfg.dtype, "bridge": False}
+    if cfg.adapter:
+        kw["adapter"] = cfg.adapter
+    plain = load_model(cfg.model, **kw)
+    if plain.info.weights_hash != m.info.weights_hash or trunk.decoder_layers(plain.hf_model) is None:
+        return None
+    return plain
 
 
 def validity_table(results: Mapping[str, Validity]) -> Any:

@@ -44,7 +44,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 
-from . import chat
+from . import chat, trunk
 from .config import VectorsConfig, _check
 from .extract import pad_batch
 from .prompt_sets import PREFERENCE_FRAME, RATHER_FRAME, Activity
@@ -338,9 +338,9 @@ def last_logits(
             with steer(
                 model, steering, attention_mask=att, token_mask=tm if token_masks is not None else None
             ):
-                logits = model.bridge(inp, attention_mask=att)
+                logits = model.bridge(inp, attention_mask=att, use_cache=False)
         else:
-            logits = model.bridge(inp, attention_mask=att)
+            logits = model.bridge(inp, attention_mask=att, use_cache=False)
         last = att.sum(1) - 1
         picked = logits[torch.arange(len(rows)), last.to(logits.device)].float().cpu()[:, sel]
         out[rows] = picked.double().numpy()
@@ -940,15 +940,16 @@ def steer_elo(
     dirs = [vectors[e].numpy() for e in emos]
     rand = random_directions(vectors.d_model, cfg.n_random, cfg.seed + 7)
     deltas = []
-    for k, v in enumerate(dirs + list(rand)):
-        label = emos[k] if k < len(emos) else f"random_{k - len(emos)}"
-        s = steering_unit(model, v, vectors.layer, cfg.strength, norm, label)
-        p = choices(model, readout, activities, pres, steering=s, steered=design.steered, **kw)
-        ch = Choices.from_presentations(pres, p)
-        nb = cfg.n_boot if k < len(emos) else 1
-        deltas.append(
-            delta_elo(cross_base, ch, design.within_unsteered, design.steered, n_boot=nb, seed=cfg.seed)
-        )
+    with trunk.memoized(model.hf_model, vectors.layer):  # layers below the steered one run once per batch
+        for k, v in enumerate(dirs + list(rand)):
+            label = emos[k] if k < len(emos) else f"random_{k - len(emos)}"
+            s = steering_unit(model, v, vectors.layer, cfg.strength, norm, label)
+            p = choices(model, readout, activities, pres, steering=s, steered=design.steered, **kw)
+            ch = Choices.from_presentations(pres, p)
+            nb = cfg.n_boot if k < len(emos) else 1
+            deltas.append(
+                delta_elo(cross_base, ch, design.within_unsteered, design.steered, n_boot=nb, seed=cfg.seed)
+            )
     emo_d = tuple(deltas[: len(emos)])
     rand_d = np.array([d.estimate for d in deltas[len(emos) :]])
     pr = np.array([probe.r(e) for e in emos])
@@ -1093,13 +1094,14 @@ def dose_response(
         random_directions(vectors.d_model, cfg.syc_n_random, cfg.seed + 11)
     )
     grid = np.zeros((len(dirs), len(strengths), len(items)))
-    for k, v in enumerate(dirs):
-        for j, s in enumerate(strengths):
-            if s == 0:
-                grid[k, j] = base
-                continue
-            st = steering_unit(model, v, vectors.layer, s, norm, f"dir{k}")
-            grid[k, j] = sycophancy_readout(model, items, steering=st, batch_size=cfg.batch_size)
+    with trunk.memoized(model.hf_model, vectors.layer):  # layers below the steered one run once per batch
+        for k, v in enumerate(dirs):
+            for j, s in enumerate(strengths):
+                if s == 0:
+                    grid[k, j] = base
+                    continue
+                st = steering_unit(model, v, vectors.layer, s, norm, f"dir{k}")
+                grid[k, j] = sycophancy_readout(model, items, steering=st, batch_size=cfg.batch_size)
     x = np.repeat(np.array(strengths), len(items))
     groups = np.tile(np.arange(len(items)), len(strengths))
     slopes = [

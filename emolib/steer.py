@@ -504,9 +504,9 @@ def score_continuations(
         if steerings:
             P = [len(pairs[k][0]) for k in rows]
             with steer(model, steerings, prompt_lengths=P, attention_mask=att, token_mask=tm):
-                logits = model.bridge(inp, attention_mask=att)
+                logits = model.bridge(inp, attention_mask=att, use_cache=False)
         else:
-            logits = model.bridge(inp, attention_mask=att)
+            logits = model.bridge(inp, attention_mask=att, use_cache=False)
         logp = torch.log_softmax(logits.float(), dim=-1)
         for j, k in enumerate(rows):
             n_p, cont = len(pairs[k][0]), pairs[k][1]
