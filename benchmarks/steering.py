@@ -1,8 +1,9 @@
 """Benchmark: the steering chapter's scoring paths, the steering overhead, and the chapter's wall time.
 
 Prints
-- option scoring of one blackmail variant under a batch of steering conditions: shared prompt with the KV
-  cache (the chapter's path) vs prompt + option run in full for every option;
+- option scoring of one blackmail variant under a batch of steering conditions, side by side: layers below
+  the steering layer run once (``emolib.trunk``) on a plain transformers copy (the chapter's path) and on the
+  bridge; the bridge's hooks with the shared prompt in the KV cache; prompt + option in full per option;
 - steering overhead, hooks off vs on (strength 0.1 of the norm), for scoring (``steer.score_continuations``)
   and for greedy generation (``steer.generate``);
 - with ``--notebook``, the wall time of ``notebooks/03_steering.ipynb`` through papermill (``--full`` for the
@@ -54,15 +55,20 @@ def scoring(model_name: str, n_conditions: int) -> None:
         f"model {model_name}, layer {layer}, prompt {n_tok} tokens, {len(item.options)} options, "
         f"{n_conditions} conditions, torch threads {torch.get_num_threads()}"
     )
-    t_kv = _best(lambda: B.option_logprobs(m, [item], layer=layer, adds=adds, batch_size=16))
-    t_full = _best(
-        lambda: B.option_logprobs(m, [item], layer=layer, adds=adds, batch_size=16, use_kv_cache=False)
-    )
-    print(f"scoring, shared prompt + KV cache : {t_kv:7.2f} s ({t_kv / n_conditions:.3f} s per condition)")
-    print(
-        f"scoring, prompt + option in full  : {t_full:7.2f} s ({t_full / n_conditions:.3f} s per condition)"
-    )
-    print(f"  -> KV cache is {t_full / t_kv:.2f}x faster")
+    plain = load_model(model_name, bridge=False)
+    kw = dict(layer=layer, adds=adds, batch_size=16)
+    t_plain = _best(lambda: B.option_logprobs(plain, [item], **kw))
+    t_trunk = _best(lambda: B.option_logprobs(m, [item], **kw))
+    t_kv = _best(lambda: B.option_logprobs(m, [item], shared_trunk=False, **kw))
+    t_full = _best(lambda: B.option_logprobs(m, [item], use_kv_cache=False, **kw))
+    rows = [
+        ("shared trunk, plain transformers copy (chapter 03)", t_plain),
+        ("shared trunk, bridge", t_trunk),
+        ("bridge hooks, shared prompt + KV cache", t_kv),
+        ("bridge hooks, prompt + option in full", t_full),
+    ]
+    for name, t in rows:
+        print(f"scoring, {name:<50}: {t:7.2f} s ({t / n_conditions:.3f} s per condition, {t_full / t:.2f}x)")
 
     prompts = [B._prompt_text(m, item)] * 3
     conts = [item.options[n] for n in item.names]

@@ -253,6 +253,7 @@ def option_logprobs(
     adds: torch.Tensor | None = None,
     batch_size: int = 16,
     use_kv_cache: bool = True,
+    shared_trunk: bool = True,
 ) -> np.ndarray:
     """Mean per-token log-probability of every option of every item as the assistant's answer, under each
     steering row: ``[n_conditions, n_items, n_options]`` (``n_conditions`` = rows of ``adds``, or 1 unsteered).
@@ -262,7 +263,8 @@ def option_logprobs(
     once per batch of conditions with the KV cache, then each option's remaining tokens are run from the
     cache (cropped back after each option). Rows of a batch hold identical tokens, so there is no padding.
     With steering rows and a decoder stack :mod:`emolib.trunk` can replay, layers ``0..layer`` run once per
-    item at batch 1 and only the layers above run per condition (same numbers, a fraction of the cost).
+    item at batch 1 and only the layers above run per condition (same numbers, a fraction of the cost;
+    ``shared_trunk=False`` steers through the bridge's hooks instead, for comparison).
     """
     if not items:
         raise ValueError("no items to score")
@@ -273,7 +275,13 @@ def option_logprobs(
     device = model.info.device
     n_c = 1 if adds is None else int(adds.shape[0])
     out = np.zeros((n_c, len(items), len(names)))
-    shared = use_kv_cache and adds is not None and layer is not None and trunk.decoder_layers(hf) is not None
+    shared = (
+        shared_trunk
+        and use_kv_cache
+        and adds is not None
+        and layer is not None
+        and trunk.decoder_layers(hf) is not None
+    )
     for i, item in enumerate(items):
         text = _prompt_text(model, item)
         pairs = [continuation_ids(tok, text, item.options[n]) for n in names]
