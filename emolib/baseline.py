@@ -12,6 +12,13 @@ paired); the top 10 up and down; the profile correlation base vs post per prompt
 emotions of the mean profiles; CI by bootstrapping prompts, p from permuting emotions); and the consistency of
 the shifts across kinds (mean of the three pairwise r between the kinds' shift vectors; CI by bootstrapping
 prompts). The paper (Claude Sonnet 4.5): r = 0.83 (neutral), 0.67 (challenging), consistency 0.90.
+
+Across families (:func:`cross_family`, labelled confounded: a different family, tokenizer and training data):
+a second model (the book's SmolLM2-135M-Instruct) gets its own bank, fitted with the same recipe on its own
+activations over the same stories at its own default layer, and is read on the same prompts in its own chat
+format. Only the 171 named coordinates are compared (the per-kind mean profiles, Pearson r over emotions;
+CI by bootstrapping prompts, paired across the two models; p from permuting emotions), never raw directions,
+which live in spaces of different widths and bases.
 """
 
 from __future__ import annotations
@@ -740,3 +747,233 @@ def comparison_markdown(cmp: Comparison | None, cfg: BaselineConfig) -> str:
             "there is no separate format effect here: every shift is a training effect."
         )
     return "\n\n".join(parts)
+
+
+# -------------------------------------------------------------------------------------------- across families
+CROSS_FAMILY_CONFOUND = "different family, tokenizer and training data"
+CONTRASTS = ("challenging", "self")  # each read as kind − neutral
+
+
+def _contrast(S: np.ndarray, kinds: np.ndarray, kind: str) -> np.ndarray:
+    """Mean profile of ``kind`` minus that of the neutral prompts (NaN when either is absent)."""
+    a, n = kinds == kind, kinds == "neutral"
+    if not (a.any() and n.any()):
+        return np.full(S.shape[1], np.nan)
+    return S[a].mean(0) - S[n].mean(0)
+
+
+@dataclass(frozen=True)
+class CrossFamily:
+    """The base model against a model of another family in emotion-profile space (confounded: a different
+    family, tokenizer and training data). Profiles are mean cosine scores per named emotion, in ``emotions``
+    order; each model is scored with its own bank at its own layer, so only the named coordinates are shared.
+    """
+
+    model: str  # the other model
+    layer: int  # the other model's layer (its own two-thirds depth)
+    base_model: str
+    base_layer: int
+    emotions: tuple[str, ...]
+    profile_r: dict[str, Any]  # kind -> emolib.stats.CI (r over emotions; CI over prompts, paired)
+    profile_corr: dict[str, Any]  # kind -> emolib.stats.Corr (p and null95 from permuting emotions)
+    contrast_r: dict[str, Any]  # kind -> CI of r between the models' (kind − neutral) profiles
+    base: Readout
+    other: Readout  # scores reordered to ``emotions``
+    n_prompts: int
+
+    def metrics(self) -> dict[str, Any]:
+        name = "posttrain_cross_family"
+        out: dict[str, Any] = {
+            f"{name}_model": self.model,
+            f"{name}_layer": self.layer,
+            f"{name}_fmt": self.other.fmt,
+            f"{name}_confounded": CROSS_FAMILY_CONFOUND,
+            f"{name}_n_emotions": len(self.emotions),
+        }
+        for kind, ci in self.profile_r.items():
+            out.update(ci.metrics(f"{name}_profile_r_{kind}"))
+            out[f"{name}_profile_r_{kind}_p"] = float(self.profile_corr[kind].p)
+            out[f"{name}_profile_r_{kind}_null95"] = self.profile_corr[kind].null95
+        for kind, ci in self.contrast_r.items():
+            out.update(ci.metrics(f"{name}_contrast_r_{kind}_vs_neutral"))
+        return out
+
+
+def compare_families(
+    base: Readout,
+    base_layer: int,
+    other: Readout,
+    layer: int,
+    *,
+    model: str = "",
+    base_model: str = "",
+    n_boot: int = 1000,
+    n_perm: int = 1000,
+    seed: int = 0,
+) -> CrossFamily:
+    """Per prompt kind, Pearson r over the named emotions between the two models' mean profiles (each read
+    with its own bank); 95% CI by bootstrapping prompts (the same draw in both models: they read the same
+    prompts), p from permuting emotions. Also r between the models' contrasts (kind − neutral), with a CI
+    from bootstrapping all prompts (as the consistency of :func:`compare`). Emotions are matched by name."""
+    from .stats import bootstrap_stat, pearson_ci
+
+    if base.prompt_ids != other.prompt_ids:
+        raise ValueError("the two models must be read on the same prompts, in the same order")
+    if set(base.emotions) != set(other.emotions):
+        raise ValueError("the two banks must cover the same named emotions")
+    order = [other.emotions.index(e) for e in base.emotions]
+    B, X = base.scores[base_layer], other.scores[layer][:, order]
+    other = Readout(
+        {layer: X}, other.kinds, other.prompt_ids, base.emotions, other.fmt, other.label, other.position
+    )
+    kinds = np.array(base.kinds)
+    prof_ci, prof_corr = {}, {}
+    for kind in POSTTRAIN_KINDS:
+        m = kinds == kind
+        if m.sum() < 2:
+            continue
+        Bk, Xk = B[m], X[m]
+        prof_ci[kind] = bootstrap_stat(
+            int(m.sum()),
+            lambda idx, Bk=Bk, Xk=Xk: _r(Bk[idx].mean(0), Xk[idx].mean(0)),
+            n_boot=n_boot,
+            seed=seed,
+            unit="prompt",
+        )
+        prof_corr[kind] = pearson_ci(
+            Bk.mean(0), Xk.mean(0), n_boot=n_boot, n_perm=n_perm, seed=seed, unit="emotion"
+        )
+    contrast = {}
+    for kind in CONTRASTS:
+        m = (kinds == kind) | (kinds == "neutral")
+        if (kinds == kind).sum() < 2 or (kinds == "neutral").sum() < 2:
+            continue
+        Bm, Xm, km = B[m], X[m], kinds[m]
+        contrast[kind] = bootstrap_stat(
+            int(m.sum()),
+            lambda idx, Bm=Bm, Xm=Xm, km=km, kind=kind: _r(
+                _contrast(Bm[idx], km[idx], kind), _contrast(Xm[idx], km[idx], kind)
+            ),
+            n_boot=n_boot,
+            seed=seed,
+            unit="prompt",
+        )
+    return CrossFamily(
+        model or other.label,
+        layer,
+        base_model or base.label,
+        base_layer,
+        base.emotions,
+        prof_ci,
+        prof_corr,
+        contrast,
+        base,
+        other,
+        len(kinds),
+    )
+
+
+def cross_family(
+    cfg: BaselineConfig,
+    other: Any,
+    base_ro: Readout,
+    base_layer: int,
+    corpus: Any,
+    *,
+    fmt: str = "auto",
+    progress: bool = False,
+) -> CrossFamily:
+    """Compare ``base_ro`` (the base model at ``base_layer``) with ``other``, an already-loaded model of
+    another family: its own bank is fitted with ``cfg``'s recipe on its own activations over ``corpus`` (the
+    stories the base bank was fitted on) at its own default layer (two-thirds depth), and it reads
+    ``cfg.prompts()`` in ``fmt`` ("auto": its chat template when it has one). See :func:`compare_families`."""
+    from .activations import from_config
+    from .config import default_layer
+    from .vectors import vectors_for_layer
+
+    layer = default_layer(other.info.n_layers)
+    ca = from_config(other, corpus, cfg, [layer], progress=progress)
+    bank = {layer: vectors_for_layer(ca, layer, cfg.recipe())}
+    ro = read_scores(other, bank, cfg.prompts(), fmt=fmt)
+    return compare_families(
+        base_ro,
+        base_layer,
+        ro,
+        layer,
+        model=other.info.name,
+        base_model=cfg.base_model,
+        n_boot=cfg.n_boot,
+        n_perm=cfg.n_perm,
+        seed=cfg.seed,
+    )
+
+
+def _z(x: np.ndarray) -> np.ndarray:
+    s = x.std()
+    return (x - x.mean()) / s if s > 0 else x - x.mean()
+
+
+def plot_cross_family(xf: CrossFamily, n_label: int = 3) -> Any:
+    """One scatter per prompt kind: each model's mean profile over the named emotions, standardised across
+    emotions (the two models' cosines are on different scales); the ``n_label`` emotions highest and lowest
+    in both are labelled."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(POSTTRAIN_KINDS), figsize=(12, 4.2))
+    for ax, kind in zip(axes, POSTTRAIN_KINDS):
+        if kind not in xf.profile_r:
+            ax.axis("off")
+            continue
+        x = _z(xf.base.profile(xf.base_layer, kind))
+        y = _z(xf.other.profile(xf.layer, kind))
+        ax.scatter(x, y, s=10, color="darkorange", alpha=0.7)
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.axvline(0, color="grey", lw=0.5)
+        o = np.argsort(x + y)
+        for i in list(o[:n_label]) + list(o[::-1][:n_label]):
+            ax.annotate(xf.emotions[i], (x[i], y[i]), fontsize=7, xytext=(2, 2), textcoords="offset points")
+        ci = xf.profile_r[kind]
+        ax.set_title(f"{kind} prompts, r = {ci.estimate:.2f} [{ci.low:.2f}, {ci.high:.2f}]", fontsize=10)
+        ax.set_xlabel(
+            f"{xf.base_model} (layer {xf.base_layer}, {xf.base.fmt}): z-scored mean cosine", fontsize=8
+        )
+    axes[0].set_ylabel(f"{xf.model} (layer {xf.layer}, {xf.other.fmt}): z-scored mean cosine", fontsize=8)
+    fig.suptitle(
+        f"Across families, confounded ({CROSS_FAMILY_CONFOUND}): emotion profiles over {len(xf.emotions)} "
+        "named emotions, each model scored with its own vectors",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def cross_family_figure(xf: CrossFamily | None) -> Any:
+    """:func:`plot_cross_family`, or a panel that says why there is nothing to show."""
+    if xf is None:
+        return placeholder_figure("No second model family: the book's model is the base model itself.")
+    return plot_cross_family(xf)
+
+
+def cross_family_markdown(xf: CrossFamily | None, cfg: BaselineConfig) -> str:
+    """The cross-family numbers in two sentences (all also recorded in metrics.json), or why there are none."""
+    if xf is None:
+        return (
+            f"Not run: the book's model `{cfg.model}` is the base model itself, so there is no second model family "
+            "to compare."
+        )
+    pr = "; ".join(
+        f"{ci.text()} on {kind} prompts (emotions permuted: {xf.profile_corr[kind].p.text()})"
+        for kind, ci in xf.profile_r.items()
+    )
+    parts = [
+        f"**Confounded ({CROSS_FAMILY_CONFOUND}).** Over the {len(xf.emotions)} named emotions, the mean profile "
+        f"of `{xf.model}` (layer {xf.layer}, {xf.other.fmt} format) and that of `{xf.base_model}` (layer "
+        f"{xf.base_layer}, {xf.base.fmt} format) correlate at r = {pr}; intervals resample the "
+        f"prompts of each kind, the same draw in both models ({xf.n_prompts} prompts in all)."
+    ]
+    if xf.contrast_r:
+        cr = "; ".join(f"{ci.text()} for {kind} − neutral" for kind, ci in xf.contrast_r.items())
+        parts.append(
+            f"What each kind of prompt adds to the neutral profile agrees across the two models at r = {cr}."
+        )
+    return " ".join(parts)
