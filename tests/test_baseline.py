@@ -181,6 +181,7 @@ def test_notebook_quick_on_tiny_pair(tiny_dir, tmp_path, monkeypatch):
         if o.get("metadata", {}).get("scrapbook")
     }
     assert {"fig_posttrain_shift", "fig_posttrain_profiles", "fig_posttrain_trajectory"} <= set(glued)
+    assert "fig_posttrain_cross_family" in glued  # the book's model (default SmolLM2) beside the tiny base
     assert glued["posttrain_adapter"]["application/papermill.record/text/plain"].endswith("step_2")
     import json
 
@@ -190,4 +191,5 @@ def test_notebook_quick_on_tiny_pair(tiny_dir, tmp_path, monkeypatch):
                 "posttrain_top_up", "posttrain_top_down", "posttrain_n_prompts", "posttrain_adapter"):  # fmt: skip
         assert key in m, key
     assert m["posttrain_n_prompts"] == 3 * bl.QUICK_PROMPTS_PER_KIND
+    assert -1 <= m["posttrain_cross_family_profile_r_neutral"] <= 1
     assert m["posttrain_step0_shift_rms"] < 1e-4  # the step-0 adapter is the identity, read the same way
