@@ -68,3 +68,19 @@ def test_posttrain_data_and_adapters_are_documented():
         assert a["run"]["data_sha256"] == prov["sft_sha256"], p
         assert len(a["loss_curve"]) == a["step"], p
         assert (p.parent / "adapter_model.safetensors").stat().st_size < 5_000_000, p
+
+
+def test_committed_vectors_match_the_committed_corpus():
+    """Chapter 01's vectors committed for the steering chapters (results/<model>/vectors/layer_*.json) were
+    fitted on exactly the corpus in data/corpus/<model>/: a corpus swap must come with refitted vectors."""
+    from emolib.constants import REPO_ROOT
+
+    sidecars = sorted((REPO_ROOT / "results").glob("*/vectors/layer_*.json"))
+    assert sidecars, "no committed vectors"
+    for path in sidecars:
+        meta = json.loads(path.read_text())
+        c = load_corpus(corpus_dir_for(meta["model"]), load_emotions())
+        assert meta["corpus_sha256"] == c.sha256, path
+        assert path.with_suffix(".safetensors").exists(), path
+        assert meta["hook"] == f"blocks.{meta['layer']}.hook_resid_post"
+        assert len(meta["emotions"]) == 171
