@@ -452,7 +452,7 @@ class ReadoutCheck:
 
     def metrics(self) -> dict[str, Any]:
         d = self.discrimination
-        key = f"readout_validity_{self.name}"
+        key = f"pref_readout_validity_{self.name}"  # chapter 03 records readout_validity_letters too
         return {
             key: d.estimate,
             f"{key}_ci_low": d.low,
