@@ -1177,18 +1177,10 @@ def plot_steer_vs_probe(res: SteerElo) -> Any:
     )
     ax.axhline(0, color="0.5", lw=0.8)
     est = np.array([d.estimate for d in res.delta])
-    err = np.array([[d.estimate - d.low for d in res.delta], [d.high - d.estimate for d in res.delta]])
-    ax.errorbar(
-        res.probe_r,
-        est,
-        yerr=err,
-        fmt="o",
-        color="C0",
-        ecolor="C0",
-        alpha=0.8,
-        ms=5,
-        label="emotion vectors (95% CI)",
-    )
+    # the interval is drawn from its own ends: a percentile bootstrap of a refitted Elo need not contain the
+    # point estimate, and error bars relative to it would then be negative
+    ax.vlines(res.probe_r, [d.low for d in res.delta], [d.high for d in res.delta], color="C0", alpha=0.8)
+    ax.plot(res.probe_r, est, "o", color="C0", alpha=0.8, ms=5, label="emotion vectors (95% CI)")
     for e, x, y in zip(res.emotions, res.probe_r, est):
         ax.annotate(e, (x, y), fontsize=7.5, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("probe–Elo correlation r (unsteered)")

@@ -242,3 +242,14 @@ def test_subset_activities_balanced():
     assert (q.n_activities, q.n_scenarios, q.n_pairs_per_activity) == (16, 4, 4)
     with pytest.raises(ValueError, match="n_activities"):
         pref.PreferencesConfig(notebook="04_preferences", n_activities=10)
+
+
+def test_steer_vs_probe_plot_takes_an_interval_that_excludes_its_estimate():
+    """A percentile bootstrap of a refitted Elo can exclude the point estimate (it did on SmolLM2, where the
+    figure then raised on negative error bars): the figure draws the interval from its ends."""
+    from emolib.stats import CI
+
+    deltas = (CI(1.0, 1.9, 2.0, 100, "pair", n=32), CI(-2.0, 0.5, -1.0, 100, "pair", n=32))
+    res = pref.SteerElo(("a", "b"), deltas, np.array([0.2, -0.3, 1.0]), np.array([0.1, -0.2]), None, 0.5, 32)
+    fig = pref.plot_steer_vs_probe(res)
+    assert fig.axes
