@@ -287,6 +287,32 @@ class ShiftResult:
         return out
 
 
+def _profile_correlations(
+    A: np.ndarray, B: np.ndarray, kinds: np.ndarray, *, n_boot: int, n_perm: int, seed: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per prompt kind (2+ prompts): r over emotions between the two mean profiles, with a CI bootstrapping
+    prompts (the same draw for both) and :func:`pearson_ci` over emotions (its permutation p)."""
+    from .stats import bootstrap_stat, pearson_ci
+
+    prof_ci, prof_corr = {}, {}
+    for kind in POSTTRAIN_KINDS:
+        m = kinds == kind
+        if m.sum() < 2:
+            continue
+        Ak, Bk = A[m], B[m]
+        prof_ci[kind] = bootstrap_stat(
+            int(m.sum()),
+            lambda idx, Ak=Ak, Bk=Bk: _r(Ak[idx].mean(0), Bk[idx].mean(0)),
+            n_boot=n_boot,
+            seed=seed,
+            unit="prompt",
+        )
+        prof_corr[kind] = pearson_ci(
+            Ak.mean(0), Bk.mean(0), n_boot=n_boot, n_perm=n_perm, seed=seed, unit="emotion"
+        )
+    return prof_ci, prof_corr
+
+
 def compare(
     base: Readout,
     post: Readout,
@@ -299,7 +325,7 @@ def compare(
 ) -> ShiftResult:
     """Shift, profile correlations and consistency of ``post`` against ``base`` at ``layer`` (the same
     prompts, in the same order, read with the same vectors)."""
-    from .stats import bootstrap_ci, bootstrap_stat, pearson_ci
+    from .stats import bootstrap_ci, bootstrap_stat
 
     if base.prompt_ids != post.prompt_ids or base.emotions != post.emotions:
         raise ValueError("base and post must be read on the same prompts with the same vectors")
@@ -312,22 +338,7 @@ def compare(
     for e in range(D.shape[1]):
         ci = bootstrap_ci(D[:, e], np.mean, n_boot=n_boot, seed=seed + e, unit="prompt")
         lo[e], hi[e] = ci.low, ci.high
-    prof_ci, prof_corr = {}, {}
-    for kind in POSTTRAIN_KINDS:
-        m = kinds == kind
-        if m.sum() < 2:
-            continue
-        Bk, Pk = B[m], P[m]
-        prof_ci[kind] = bootstrap_stat(
-            int(m.sum()),
-            lambda idx, Bk=Bk, Pk=Pk: _r(Bk[idx].mean(0), Pk[idx].mean(0)),
-            n_boot=n_boot,
-            seed=seed,
-            unit="prompt",
-        )
-        prof_corr[kind] = pearson_ci(
-            Bk.mean(0), Pk.mean(0), n_boot=n_boot, n_perm=n_perm, seed=seed, unit="emotion"
-        )
+    prof_ci, prof_corr = _profile_correlations(B, P, kinds, n_boot=n_boot, n_perm=n_perm, seed=seed)
     cons = bootstrap_stat(
         len(D), lambda idx: _consistency(D[idx], kinds[idx]), n_boot=n_boot, seed=seed, unit="prompt"
     )
@@ -815,7 +826,7 @@ def compare_families(
     with its own bank); 95% CI by bootstrapping prompts (the same draw in both models: they read the same
     prompts), p from permuting emotions. Also r between the models' contrasts (kind − neutral), with a CI
     from bootstrapping all prompts (as the consistency of :func:`compare`). Emotions are matched by name."""
-    from .stats import bootstrap_stat, pearson_ci
+    from .stats import bootstrap_stat
 
     if base.prompt_ids != other.prompt_ids:
         raise ValueError("the two models must be read on the same prompts, in the same order")
@@ -827,22 +838,7 @@ def compare_families(
         {layer: X}, other.kinds, other.prompt_ids, base.emotions, other.fmt, other.label, other.position
     )
     kinds = np.array(base.kinds)
-    prof_ci, prof_corr = {}, {}
-    for kind in POSTTRAIN_KINDS:
-        m = kinds == kind
-        if m.sum() < 2:
-            continue
-        Bk, Xk = B[m], X[m]
-        prof_ci[kind] = bootstrap_stat(
-            int(m.sum()),
-            lambda idx, Bk=Bk, Xk=Xk: _r(Bk[idx].mean(0), Xk[idx].mean(0)),
-            n_boot=n_boot,
-            seed=seed,
-            unit="prompt",
-        )
-        prof_corr[kind] = pearson_ci(
-            Bk.mean(0), Xk.mean(0), n_boot=n_boot, n_perm=n_perm, seed=seed, unit="emotion"
-        )
+    prof_ci, prof_corr = _profile_correlations(B, X, kinds, n_boot=n_boot, n_perm=n_perm, seed=seed)
     contrast = {}
     for kind in CONTRASTS:
         m = (kinds == kind) | (kinds == "neutral")
