@@ -5,7 +5,9 @@ cache folder (``EMOLIB_CACHE``: converted weights, activation caches) and an emp
 (``EMOLIB_RESULTS_DIR``), so nothing computed by an earlier run is reused. Prints one line per notebook
 (seconds, share of the total) and the total against the 30-minute budget; ``--results PATH`` appends the
 table to a Markdown file with the machine it ran on. ``--warm`` keeps this process's cache between runs (to
-see what caching saves); ``--quick`` runs the smoke-test mode. Nothing here asserts a time.
+see what caching saves); ``--quick`` runs the smoke-test mode; ``--store off`` also ignores the committed
+result store (``data/store``, see :mod:`emolib.store`), so every scoring pass is recomputed (default ``on``:
+what ``make book`` does, reading the committed passes). Nothing here asserts a time.
 
     python benchmarks/book_time.py [--model smollm2-135m-instruct] [--quick] [--only 01_emotion_vectors ...]
         [--device cpu] [--dtype float32] [--results benchmarks/RESULTS.md]
@@ -37,7 +39,13 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
 
 
 def run_book(
-    model: str, quick: bool, device: str, dtype: str, only: list[str] | None, cache: Path | None
+    model: str,
+    quick: bool,
+    device: str,
+    dtype: str,
+    only: list[str] | None,
+    cache: Path | None,
+    store: str = "on",
 ) -> list[dict]:
     import papermill as pm
 
@@ -47,6 +55,7 @@ def run_book(
         "EMOLIB_CACHE": str(cache or work / "cache"),
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
+        "EMOLIB_STORE": store,
     }
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -91,18 +100,19 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--only", nargs="*", default=None, help="notebook stems to run (default: all)")
     ap.add_argument("--warm", action="store_true", help="use the user's cache instead of an empty one")
+    ap.add_argument("--store", choices=("on", "off"), default="on", help="the committed result store")
     ap.add_argument("--results", default=None, help="append the table to this Markdown file")
     a = ap.parse_args()
     cache = Path(os.environ.get("EMOLIB_CACHE") or Path.home() / ".cache" / "emolib") if a.warm else None
     info = common.machine()
-    rows = run_book(a.model, a.quick, a.device, a.dtype, a.only, cache)
+    rows = run_book(a.model, a.quick, a.device, a.dtype, a.only, cache, a.store)
     text = table(rows)
     print(text)
     if a.results:
         head = (
             f"\n## Book run, wall time per notebook ({dt.date.today()}; {a.model}, "
             f"{'quick' if a.quick else 'default'} mode, {a.device}/{a.dtype}, "
-            f"{'warm' if a.warm else 'cold'} cache)\n\nMachine: {info}\n\n"
+            f"{'warm' if a.warm else 'cold'} cache, result store {a.store})\n\nMachine: {info}\n\n"
         )
         with open(a.results, "a", encoding="utf-8") as f:
             f.write(head + text + "\n")

@@ -42,7 +42,7 @@ from typing import Any, ClassVar, Literal, get_args
 import numpy as np
 import torch
 
-from . import stats, trunk
+from . import stats, store, trunk
 from .chat import continuation_ids, encode, render
 from .config import VectorsConfig, _check
 from .constants import resid_post
@@ -244,6 +244,7 @@ def _prompt_text(model: Any, item: ChoiceItem) -> str:
     return render(model.tokenizer, list(item.messages))
 
 
+@store.memo("option_logprobs", version=1)
 @torch.no_grad()
 def option_logprobs(
     model: Any,

@@ -44,7 +44,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 
-from . import chat, trunk
+from . import chat, store, trunk
 from .config import VectorsConfig, _check
 from .extract import pad_batch
 from .prompt_sets import PREFERENCE_FRAME, RATHER_FRAME, Activity
@@ -347,6 +347,7 @@ def last_logits(
     return out
 
 
+@store.memo("letter_choices", version=1)
 def letter_choices(
     model: Any,
     activities: Sequence[Activity],
@@ -371,6 +372,7 @@ def letter_choices(
     return 1.0 / (1.0 + np.exp(lg[:, 1] - lg[:, 0]))
 
 
+@store.memo("rather_choices", version=1)
 def rather_choices(
     model: Any,
     activities: Sequence[Activity],
@@ -978,6 +980,7 @@ def _conversation_mask(model: Any, prompts: Sequence[str], conts: Sequence[str])
     return out
 
 
+@store.memo("sycophancy_readout", version=1)
 def sycophancy_readout(
     model: Any, items: Sequence[Any], *, steering: Steering | None = None, batch_size: int = 16
 ) -> np.ndarray:

@@ -556,6 +556,10 @@ def provenance_box(
         ("git commit", prov.get("git_commit", "")),
         ("built", prov.get("date", "")),
     ]
+    from . import store
+
+    if sum(store.COUNTS.values()):  # only pages whose chapter ran stored scoring passes
+        facts.append(("scoring passes", store.summary()))
     cite = citation_text(citation)
     e = html.escape
     rows = "".join(

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import stats
+from . import stats, store
 from .chat import assistant_marker, dialogue, encode, encode_with_offsets, render, split_at
 from .constants import resid_post
 
@@ -239,6 +239,7 @@ def trace_heatmap(
     return fig
 
 
+@store.memo("prompt_readings", version=1)
 def prompt_readings(
     model: Any,
     items: Sequence[Any],

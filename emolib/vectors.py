@@ -112,6 +112,11 @@ class EmotionVectors:
         if len(set(self.emotions)) != len(self.emotions):
             raise ValueError("Duplicate emotion names")
 
+    def _store_key(self) -> tuple[Any, ...]:
+        """What :mod:`emolib.store` keys these vectors by: their values, names and layer (not the metadata,
+        which holds dates)."""
+        return (self.vectors, self.emotions, self.layer)
+
     # -- access and arithmetic -------------------------------------------------------------------
     @property
     def d_model(self) -> int:
