@@ -688,6 +688,7 @@ class DoseResponse:
                     f"{name}_slope_ci_high": r["ci_high"],
                     f"{name}_slope_n": int(r["n"]),
                     f"{name}_p_random": r["p_random"],
+                    f"{name}_p_random_text": self.p_random(label).text(),
                 }
             )
         rnd = self.slopes.loc[self.slopes["kind"] == "random", "slope"].to_numpy()
@@ -1233,7 +1234,9 @@ def paper_table(metrics: Mapping[str, Any]) -> Any:
                 "this model: slope of the readout [95% CI]": "not run"
                 if s is None
                 else f"{s:+.2f} [{metrics[f'{k}_slope_ci_low']:+.2f}, {metrics[f'{k}_slope_ci_high']:+.2f}]",
-                "p_random": "" if s is None else f"{metrics[f'{k}_p_random']:.3f}",
+                "p_random": ""
+                if s is None
+                else metrics.get(f"{k}_p_random_text") or f"{metrics[f'{k}_p_random']:.3f}",
                 "unsteered readout": ""
                 if metrics.get(f"{scenario}_baseline") is None
                 else f"{metrics[f'{scenario}_baseline']:+.2f}",

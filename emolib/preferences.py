@@ -486,12 +486,27 @@ class ReadoutChoice:
             f"{verdict} the same check."
         )
 
+    @property
+    def limitation(self) -> str:
+        """The readout's weakness, for the chapter's limitations (it depends on which readout passed)."""
+        if self.letters.passed:
+            return (
+                "Choices are read from the option letters, which pass the clear-cut check but put "
+                f"{self.letters.position_bias:.2f} of their probability on whichever option is listed first; "
+                "averaging both presentation orders removes that bias from the Elo fit, not the noise it adds."
+            )
+        return (
+            "Option letters carry no preference on this model (they fail the check above), so choices are read "
+            "from continuation likelihoods, a weaker proxy than the paper's letter logits."
+        )
+
     def metrics(self) -> dict[str, Any]:
         return {
             **self.letters.metrics(),
             **self.rather.metrics(),
             "pref_readout": self.readout,
             "pref_readout_note": self.note,
+            "pref_readout_limitation": self.limitation,
         }
 
     def table(self) -> Any:
