@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 endif
 
-.PHONY: install install-qwen notebooks book book-all test test-slow bench bench-book bench-gpu check clean posttrain
+.PHONY: install install-qwen notebooks book store book-all test test-slow bench bench-book bench-gpu check clean posttrain
 
 install: $(VENV)/.installed
 
@@ -47,6 +47,11 @@ notebooks: install
 book: notebooks
 	$(BIN)/jupyter-book build -W --keep-going .
 	@echo "Book: _build/html/index.html"
+
+# Run every notebook and write the scoring passes it computes into the committed result store (data/store,
+# see emolib/store.py), for the maintainers to commit; `EMOLIB_STORE=off make book` recomputes everything.
+store: install
+	EMOLIB_STORE=write $(MAKE) --no-print-directory notebooks
 
 # Run every chapter for each model in MODELS (results/<model>/ each), then build the book for MODEL last,
 # so the pages show MODEL and results/ holds every model's metrics.json.

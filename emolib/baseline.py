@@ -31,7 +31,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from . import store
 from .config import VectorsConfig, _check
+from .extract import EXTRACT_VERSION
 from .prompt_sets import POSTTRAIN_KINDS, load_posttrain_prompts
 
 # The paper's post-training shifts at the assistant turn (top of each list).
@@ -133,12 +135,10 @@ def read_scores(
 ) -> Readout:
     """Cosine scores with ``vectors[L]`` (:class:`EmotionVectors`) at the last prompt token (where the answer
     begins) of every prompt, rendered as one user turn in ``fmt``."""
-    from .extract import extract
-
     texts, kind = _texts(model.tokenizer, prompts, fmt)
     layers = sorted(vectors)
-    acts = extract(model, texts, layers, pooling="last", progress=progress)
-    scores = {L: vectors[L].score(acts[L].double().numpy(), "cosine").double().numpy() for L in layers}
+    got = _last_token_scores(model, {L: vectors[L] for L in layers}, texts, progress=progress)
+    scores = {L: got.arrays[f"layer_{L}"] for L in layers}
     emotions = vectors[layers[0]].emotions
     return Readout(
         scores,
@@ -147,6 +147,20 @@ def read_scores(
         tuple(emotions),
         kind,
         label or f"{model.info.name} ({kind})",
+    )
+
+
+@store.memo("last_token_scores", version=1, ignore=("progress",), depends=(EXTRACT_VERSION,))
+def _last_token_scores(
+    model: Any, vectors: Mapping[int, Any], texts: Sequence[str], *, progress: bool = False
+) -> store.Bundle:
+    """Cosine scores ``[n_texts, n_emotions]`` per layer at each text's last token."""
+    from .extract import extract
+
+    layers = sorted(vectors)
+    acts = extract(model, list(texts), layers, pooling="last", progress=progress)
+    return store.Bundle(
+        {f"layer_{L}": vectors[L].score(acts[L].double().numpy(), "cosine").double().numpy() for L in layers}
     )
 
 
@@ -619,11 +633,10 @@ def measure(
     ``data/posttrain/sft.jsonl`` exists), and a few greedy answers before/after."""
     import pandas as pd
 
-    from .activations import from_config
     from .models import load_model
     from .posttrain import POSTTRAIN_DIR, SFT_FILE, chat_loss, load_sft
     from .steer import generate
-    from .vectors import vectors_for_layer
+    from .vectors import bank_from_corpus
 
     prompts = cfg.prompts()
     ckpts = cfg.checkpoints()
@@ -657,8 +670,7 @@ def measure(
     ct = checkpoint_table(base_ro, steps, layer, res.shift) if steps else pd.DataFrame()
     cos = None
     if corpus is not None:
-        ca = from_config(post, corpus, cfg, [layer], progress=progress)
-        cos = bank_cosine(bank[layer], vectors_for_layer(ca, layer, cfg.recipe()))
+        cos = bank_cosine(bank[layer], bank_from_corpus(post, corpus, cfg, [layer], progress=progress)[layer])
     loss_b = loss_p = None
     sft = POSTTRAIN_DIR / SFT_FILE
     if sft.exists():
@@ -883,13 +895,11 @@ def cross_family(
     another family: its own bank is fitted with ``cfg``'s recipe on its own activations over ``corpus`` (the
     stories the base bank was fitted on) at its own default layer (two-thirds depth), and it reads
     ``cfg.prompts()`` in ``fmt`` ("auto": its chat template when it has one). See :func:`compare_families`."""
-    from .activations import from_config
     from .config import default_layer
-    from .vectors import vectors_for_layer
+    from .vectors import bank_from_corpus
 
     layer = default_layer(other.info.n_layers)
-    ca = from_config(other, corpus, cfg, [layer], progress=progress)
-    bank = {layer: vectors_for_layer(ca, layer, cfg.recipe())}
+    bank = bank_from_corpus(other, corpus, cfg, [layer], progress=progress)
     ro = read_scores(other, bank, cfg.prompts(), fmt=fmt)
     return compare_families(
         base_ro,

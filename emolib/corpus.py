@@ -546,6 +546,10 @@ class Corpus:
     sha256: str
     path: Path
 
+    def _store_key(self) -> tuple[Any, ...]:
+        """What :mod:`emolib.store` keys a corpus by: its file hash and emotion list (not its folder)."""
+        return (self.sha256, self.emotions)
+
     def usable(self) -> Any:
         return self.stories[self.stories["degenerate"].isna()].reset_index(drop=True)
 

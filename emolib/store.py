@@ -2,9 +2,10 @@
 steering chapters), so that a rebuild reads what an earlier run of the same code on the same inputs
 computed, and an interrupted run resumes.
 
-``@memo("score_items", version=1)`` wraps a function whose result is a numpy array or a pandas DataFrame.
+``@memo("option_logprobs", version=1)`` wraps a function whose result is a numpy array, a pandas DataFrame or
+a :class:`Bundle` (named arrays with JSON-able facts).
 Its key hashes the function's name and ``version`` with a fingerprint of every argument (after defaults
-are applied): a model by its weights hash, dtype, device type and whether it runs through the bridge (not
+are applied; ``ignore`` names arguments that cannot change the result, such as a progress flag): a model by its weights hash, dtype, device type and whether it runs through the bridge (not
 by its name, so a local copy of the same weights shares entries); tensors and arrays by their bytes;
 dataclasses field by field; strings, numbers, lists and dicts as they are. An argument that cannot be
 fingerprinted turns the store off for that call (with a warning), never into a wrong hit.
@@ -52,6 +53,14 @@ MODES = ("on", "write", "off")
 
 # hits and computations since the process started (or the last reset), per source
 COUNTS: Counter = Counter()
+
+
+@dataclasses.dataclass(frozen=True)
+class Bundle:
+    """A stored result made of named arrays and JSON-able facts (e.g. a vector bank with its provenance)."""
+
+    arrays: dict[str, np.ndarray]
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class Unfingerprintable(TypeError):
@@ -174,6 +183,19 @@ def _save(path_stem: Path, value: Any, meta: dict[str, Any]) -> Path:
         path = path_stem.with_suffix(".safetensors")
         _write_atomic(path, lambda p: save_file({"value": t}, str(p), metadata={"meta": json.dumps(meta)}))
         return path
+    if isinstance(value, Bundle):
+        import torch
+        from safetensors.torch import save_file
+
+        arrays = {str(k): np.ascontiguousarray(v) for k, v in value.arrays.items()}
+        info = json.dumps(value.info, sort_keys=True)
+        meta = {**meta, "type": "bundle", "sha256": _bundle_digest(arrays, info)}
+        tensors = {k: torch.from_numpy(v.copy()) for k, v in arrays.items()}
+        path = path_stem.with_suffix(".safetensors")
+        _write_atomic(
+            path, lambda p: save_file(tensors, str(p), metadata={"meta": json.dumps(meta), "info": info})
+        )
+        return path
     if hasattr(value, "columns") and hasattr(value, "to_json"):
         payload = _frame_payload(value)
         body = json.dumps(payload, sort_keys=True)
@@ -181,7 +203,17 @@ def _save(path_stem: Path, value: Any, meta: dict[str, Any]) -> Path:
         path = path_stem.with_suffix(".json")
         _write_atomic(path, lambda p: p.write_text(json.dumps(doc, indent=0, sort_keys=True)))
         return path
-    raise TypeError(f"the store keeps numpy arrays and DataFrames, not {type(value).__qualname__}")
+    raise TypeError(f"the store keeps numpy arrays, DataFrames and Bundles, not {type(value).__qualname__}")
+
+
+def _bundle_digest(arrays: Mapping[str, np.ndarray], info: str) -> str:
+    h = hashlib.sha256(info.encode())
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(k.encode())
+        h.update(str(a.dtype).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def _load(path_stem: Path) -> tuple[Any, dict[str, Any]] | None:
@@ -193,8 +225,14 @@ def _load(path_stem: Path) -> tuple[Any, dict[str, Any]] | None:
             from safetensors import safe_open
 
             with safe_open(str(st), framework="pt") as f:
-                meta = json.loads((f.metadata() or {})["meta"])
-                arr = f.get_tensor("value").numpy()
+                head = f.metadata() or {}
+                meta = json.loads(head["meta"])
+                tensors = {k: f.get_tensor(k).numpy() for k in f.keys()}
+            if meta.get("type") == "bundle":
+                if _bundle_digest(tensors, head["info"]) != meta.get("sha256"):
+                    raise ValueError("checksum mismatch")
+                return Bundle(tensors, json.loads(head["info"])), meta
+            arr = tensors["value"]
             if _digest(np.ascontiguousarray(arr).tobytes()) != meta.get("sha256"):
                 raise ValueError("checksum mismatch")
             return arr, meta
@@ -223,11 +261,18 @@ def _provenance(args: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ memo
-def memo(kind: str, version: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: look the call up in the store before running it (see the module docstring)."""
+def memo(
+    kind: str, version: int, ignore: tuple[str, ...] = (), depends: tuple[Any, ...] = ()
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: look the call up in the store before running it (see the module docstring). ``ignore``:
+    arguments left out of the key because they cannot change the result (e.g. ``progress``). ``depends``:
+    version constants of the code it relies on (e.g. :data:`emolib.extract.EXTRACT_VERSION`), part of the key."""
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         sig = inspect.signature(fn)
+        unknown = set(ignore) - set(sig.parameters)
+        if unknown:
+            raise ValueError(f"{kind}: ignore names unknown arguments {sorted(unknown)}")
 
         @functools.wraps(fn)
         def inner(*args: Any, **kwargs: Any) -> Any:
@@ -237,7 +282,8 @@ def memo(kind: str, version: int) -> Callable[[Callable[..., Any]], Callable[...
             bound = sig.bind(*args, **kwargs)
             bound.apply_defaults()
             try:
-                key = key_of(kind, version, bound.arguments)
+                keyed = {k: v for k, v in bound.arguments.items() if k not in ignore}
+                key = key_of(kind, version, {**keyed, "__depends__": list(depends)} if depends else keyed)
             except Unfingerprintable as e:
                 warnings.warn(f"{kind}: not stored ({e})", stacklevel=2)
                 COUNTS["unkeyed"] += 1

@@ -20,7 +20,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, store
+from .extract import EXTRACT_VERSION
 from .geometry import emotion_means
 
 
@@ -241,6 +242,64 @@ def vectors_for_layer(ca: Any, layer: int, recipe: dict[str, Any]) -> EmotionVec
         "n_dropped_short": ca.n_short,
     }
     return EmotionVectors(torch.as_tensor(fitted.vectors).float(), ca.emotions, layer, meta)
+
+
+def bank_from_corpus(
+    model: Any, corpus: Any, cfg: Any, layers: Sequence[int], *, progress: bool = False
+) -> dict[int, EmotionVectors]:
+    """Emotion vectors of every layer in ``layers``, fitted on ``model``'s activations over ``corpus`` with the
+    recipe and story limits of ``cfg`` (a :class:`emolib.config.VectorsConfig`: ``token_offset``,
+    ``mask_leaks``, ``emotions``, ``stories_per_emotion``, ``max_neutral``, ``denoise_variance``,
+    ``standardize``), as :func:`emolib.activations.from_config` then :func:`vectors_for_layer` would. The
+    fitted bank goes through :mod:`emolib.store`, so the same model, corpus, recipe and limits are fitted
+    once."""
+    got = _fitted_bank(
+        model,
+        corpus,
+        tuple(sorted({int(L) for L in layers})),
+        cfg.recipe(),
+        tuple(cfg.emotions) if cfg.emotions is not None else None,
+        cfg.stories_per_emotion,
+        cfg.max_neutral,
+        progress=progress,
+    )
+    emotions = tuple(got.info["emotions"])
+    return {
+        int(L): EmotionVectors(torch.from_numpy(got.arrays[f"layer_{L}"].copy()), emotions, int(L), meta)
+        for L, meta in got.info["meta"].items()
+    }
+
+
+@store.memo("fitted_bank", version=1, ignore=("progress",), depends=(EXTRACT_VERSION,))
+def _fitted_bank(
+    model: Any,
+    corpus: Any,
+    layers: tuple[int, ...],
+    recipe: dict[str, Any],
+    emotions: tuple[str, ...] | None,
+    stories_per_emotion: int | None,
+    max_neutral: int | None,
+    *,
+    progress: bool = False,
+) -> store.Bundle:
+    from .activations import corpus_activations
+
+    ca = corpus_activations(
+        model,
+        corpus,
+        list(layers),
+        token_offset=recipe["token_offset"],
+        mask_leaks=recipe["mask_leaks"],
+        emotions=emotions,
+        max_per_emotion=stories_per_emotion,
+        max_neutral=max_neutral,
+        progress=progress,
+    )
+    banks = {L: vectors_for_layer(ca, L, recipe) for L in layers}
+    return store.Bundle(
+        {f"layer_{L}": v.vectors.float().numpy() for L, v in banks.items()},
+        {"emotions": list(ca.emotions), "meta": {str(L): v.meta for L, v in banks.items()}},
+    )
 
 
 # settings a saved vector file must share with the chapter that loads it

@@ -219,3 +219,74 @@ def test_committed_validity_pass_is_reproduced_by_the_current_code(smollm, tmp_p
     monkeypatch.setenv("EMOLIB_STORE", "off")
     fresh = B.score_items(smollm, items, "likelihood", batch_size=16)
     np.testing.assert_allclose(stored, fresh, rtol=0, atol=1e-5)
+
+
+def test_bundles_round_trip_and_detect_corruption(stores):
+    calls = []
+
+    @store.memo("bundle", version=1, ignore=("progress",))
+    def b(n, *, progress=False):
+        calls.append(1)
+        return store.Bundle(
+            {"layer_1": np.arange(n, dtype=np.float32).reshape(-1, 1), "layer_3": np.full(2, np.pi)},
+            {"emotions": ["calm", "sad"], "meta": {"1": {"n": n}}},
+        )
+
+    first = b(4, progress=True)
+    again = b(4)  # progress is not part of the key
+    assert len(calls) == 1
+    assert again.info == first.info and again.arrays["layer_1"].dtype == np.float32
+    for k in first.arrays:
+        assert np.array_equal(first.arrays[k], again.arrays[k])
+    [path] = list((stores / "cache" / "store" / "bundle").glob("*.safetensors"))
+    raw = bytearray(path.read_bytes())
+    raw[-2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match="corrupt store entry"):
+        b(4)
+    assert len(calls) == 2
+    with pytest.raises(ValueError, match="unknown arguments"):
+        store.memo("bad", version=1, ignore=("nope",))(lambda x: x)
+
+
+def test_stored_vector_bank_equals_fitting_it(tiny, stores):
+    """bank_from_corpus (chapter 05's banks) through the store equals from_config + vectors_for_layer, and a
+    second call reads the stored bank instead of extracting again."""
+    from test_cross_family import EMOTIONS, _corpus
+
+    from emolib import baseline as bl
+    from emolib.activations import from_config
+    from emolib.vectors import bank_from_corpus, vectors_for_layer
+
+    cfg = bl.BaselineConfig(notebook="x", quick=True, token_offset=1, emotions=EMOTIONS)
+    corpus = _corpus(stores)
+    layers = [1, 2]
+    got = bank_from_corpus(tiny, corpus, cfg, layers)
+    assert store.COUNTS["computed"] == 1
+    again = bank_from_corpus(tiny, corpus, cfg, layers)
+    assert store.COUNTS["cache"] == 1
+    ca = from_config(tiny, corpus, cfg, layers, progress=False)
+    for L in layers:
+        ref = vectors_for_layer(ca, L, cfg.recipe())
+        for v in (got[L], again[L]):
+            assert v.emotions == ref.emotions and v.layer == L
+            assert torch.equal(v.vectors, ref.vectors)
+            assert v.meta["n_stories"] == ref.meta["n_stories"]
+            assert v.meta["corpus_sha256"] == corpus.sha256
+
+
+def test_depends_is_part_of_the_key(stores):
+    calls = []
+
+    def make(dep):
+        @store.memo("dep", version=1, depends=(dep,))
+        def f(x):
+            calls.append(1)
+            return np.array([x])
+
+        return f
+
+    make("1")(1.0)
+    make("1")(1.0)
+    make("2")(1.0)  # e.g. EXTRACT_VERSION bumped: the old entry no longer matches
+    assert len(calls) == 2
