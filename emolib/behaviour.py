@@ -450,7 +450,6 @@ class LetterScores:
     names: tuple[str, ...]
 
 
-@torch.no_grad()
 def option_letter_scores(
     model: Any,
     items: Sequence[ChoiceItem],
@@ -459,7 +458,22 @@ def option_letter_scores(
     adds: torch.Tensor | None = None,
     batch_size: int = 16,
 ) -> LetterScores:
-    """The letters readout of every item under each steering row (every cyclic order asked)."""
+    """The letters readout of every item under each steering row (every cyclic order asked); through
+    :mod:`emolib.store`."""
+    got = _letter_scores(model, items, layer=layer, adds=adds, batch_size=batch_size)
+    return LetterScores(got.arrays["logp"], got.arrays["p_first"], tuple(got.info["names"]))
+
+
+@store.memo("option_letter_scores", version=1)
+@torch.no_grad()
+def _letter_scores(
+    model: Any,
+    items: Sequence[ChoiceItem],
+    *,
+    layer: int | None = None,
+    adds: torch.Tensor | None = None,
+    batch_size: int = 16,
+) -> store.Bundle:
     names = items[0].names
     if any(it.names != names for it in items):
         raise ValueError("every item of one call must have the same option names")
@@ -492,7 +506,7 @@ def option_letter_scores(
         for j, n in enumerate(order):
             logp[:, :, names.index(n)] += lp[:, :, r, j] / len(orders)
     p_first[:] = np.exp(lp[..., 0]).mean(-1)
-    return LetterScores(logp, p_first, names)
+    return store.Bundle({"logp": logp, "p_first": p_first}, {"names": list(names)})
 
 
 def readout_values(scores: np.ndarray, items: Sequence[ChoiceItem]) -> np.ndarray:

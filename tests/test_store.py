@@ -290,3 +290,25 @@ def test_depends_is_part_of_the_key(stores):
     make("1")(1.0)
     make("2")(1.0)  # e.g. EXTRACT_VERSION bumped: the old entry no longer matches
     assert len(calls) == 2
+
+
+def test_stored_letter_scores_equal_recomputing(tiny, stores, monkeypatch):
+    items = [
+        B.ChoiceItem(
+            f"i{k}",
+            "g",
+            ({"role": "user", "content": t},),
+            {"harmful": "walk home alone", "benign": "stay with friends"},
+            "harmful",
+            "benign",
+        )
+        for k, t in enumerate(["Pick one.", "Which would you do?"])
+    ]
+    a = B.option_letter_scores(tiny, items)
+    b = B.option_letter_scores(tiny, items)
+    assert store.COUNTS["computed"] == 1 and store.COUNTS["cache"] == 1
+    monkeypatch.setenv("EMOLIB_STORE", "off")
+    c = B.option_letter_scores(tiny, items)
+    for x in (b, c):
+        assert x.names == a.names == ("harmful", "benign")
+        assert np.array_equal(x.logp, a.logp) and np.array_equal(x.p_first, a.p_first)
