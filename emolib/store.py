@@ -330,7 +330,7 @@ def summary() -> str:
         f"{c['committed']} read from the committed store (data/store)",
         f"{c['cache']} from this machine's cache",
     ]
-    return f"{n} scoring passes: " + ", ".join(parts) + f" (mode {mode()}; EMOLIB_STORE=off recomputes all)"
+    return f"{n} in all: " + ", ".join(parts) + f" (mode {mode()}; EMOLIB_STORE=off recomputes all)"
 
 
 def entries(root: str | Path | None = None) -> list[dict[str, Any]]:
