@@ -702,7 +702,7 @@ class DoseResponse:
                     f"{name}_slope_ci_high": r["ci_high"],
                     f"{name}_slope_n": int(r["n"]),
                     f"{name}_p_random": r["p_random"],
-                    f"{name}_p_random_text": self.p_random(label).text(),
+                    f"{name}_p_random_text": self.p_random(label).text("random directions"),
                 }
             )
         rnd = self.slopes.loc[self.slopes["kind"] == "random", "slope"].to_numpy()

@@ -879,7 +879,7 @@ class SteerElo:
                 out.update(d.metrics(f"elo_steer_delta_{e}"))
                 pr = perm_p(d.estimate, self.random_delta, "two-sided")
                 out[f"elo_steer_delta_{e}_p_random"] = float(pr)
-                out[f"elo_steer_delta_{e}_p_random_text"] = pr.text()
+                out[f"elo_steer_delta_{e}_p_random_text"] = pr.text("random directions")
                 inside = self.random_delta.min() <= d.estimate <= self.random_delta.max()
                 where = "inside" if inside else "outside"
                 out[f"elo_steer_delta_{e}_verdict"] = (
@@ -1084,7 +1084,7 @@ class DoseResponse:
         for k, e in enumerate(self.emotions):
             out.update(self.slopes[k].metrics(f"sycophancy_{e}_slope"))
             out[f"sycophancy_{e}_slope_p_random"] = float(self.p_random(k))
-            out[f"sycophancy_{e}_slope_p_random_text"] = self.p_random(k).text()
+            out[f"sycophancy_{e}_slope_p_random_text"] = self.p_random(k).text("random directions")
         return out
 
     def table(self) -> Any:
@@ -1096,7 +1096,9 @@ class DoseResponse:
                 "slope": [s.slope for s in self.slopes],
                 "ci_low": [s.ci_low for s in self.slopes],
                 "ci_high": [s.ci_high for s in self.slopes],
-                "p vs random": [self.p_random(k).text() for k in range(len(self.emotions))],
+                "p vs random": [
+                    self.p_random(k).text("random directions") for k in range(len(self.emotions))
+                ],
             }
         ).round(3)
 

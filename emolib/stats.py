@@ -206,22 +206,23 @@ class PValue:
         """The smallest p this many permutations can give, ``1/(n_perm+1)``."""
         return 1.0 / (self.n_perm + 1)
 
-    def text(self) -> str:
+    def text(self, draws: str = "permutations") -> str:
         """``"p = 0.013"``, or at the floor ``"p < 0.002 (all 500 permutations below)"``.
 
         The bound is ``1/(n_perm+1)`` rounded up to one significant figure. The parenthesis follows the
-        tail: "below" (greater), "above" (less), "none of ... as extreme" (two-sided).
+        tail: "below" (greater), "above" (less), "none of ... as extreme" (two-sided). ``draws`` names the
+        null draws (e.g. "random directions" when the null is a set of random steering directions).
         """
         if not self.at_floor:
             return f"p = {_fmt_num(self.p)}"
         bound = _fmt_bound(_ceil_sig(self.p))
         n = self.n_perm
         if self.tail == "greater":
-            why = f"all {n} permutations below"
+            why = f"all {n} {draws} below"
         elif self.tail == "less":
-            why = f"all {n} permutations above"
+            why = f"all {n} {draws} above"
         else:
-            why = f"none of {n} permutations as extreme"
+            why = f"none of {n} {draws} as extreme"
         return f"p < {bound} ({why})"
 
     def __str__(self) -> str:
