@@ -74,7 +74,9 @@ def test_memo_computes_once_then_reads_the_cache(stores):
     f(x, scale=3.0)
     assert len(calls) == 2
     assert not (stores / "committed").exists()  # mode "on" never writes the committed store
-    assert "1 from this machine's cache" in store.summary() and store.summary().startswith("3 in all: 2 computed")
+    assert "1 from this machine's cache" in store.summary() and store.summary().startswith(
+        "3 in all: 2 computed"
+    )
 
 
 def test_committed_store_is_read_first_and_written_only_in_write_mode(stores, monkeypatch):
