@@ -27,6 +27,21 @@ def stores(tmp_path, monkeypatch):
     store.COUNTS.clear()
 
 
+def _items(prompts, harmful, benign):
+    """Two-option choice items, one user turn each."""
+    return [
+        B.ChoiceItem(
+            f"i{k}",
+            "g",
+            ({"role": "user", "content": t},),
+            {"harmful": harmful, "benign": benign},
+            "harmful",
+            "benign",
+        )
+        for k, t in enumerate(prompts)
+    ]
+
+
 def _toy():
     calls = []
 
@@ -162,17 +177,7 @@ def test_unfingerprintable_argument_runs_without_the_store(stores):
 def test_stored_scoring_pass_equals_recomputing(tiny, stores, monkeypatch):
     """option_logprobs through the store: the second call is a hit (no forward) and equal to the bit to a
     fresh computation with the store off; another steering row is a different entry."""
-    items = [
-        B.ChoiceItem(
-            f"i{k}",
-            "g",
-            ({"role": "user", "content": t},),
-            {"harmful": " a quiet walk home", "benign": " the lazy dog"},
-            "harmful",
-            "benign",
-        )
-        for k, t in enumerate(["The quick brown fox", "She felt her heart race"])
-    ]
+    items = _items(["The quick brown fox", "She felt her heart race"], " a quiet walk home", " the lazy dog")
     adds = torch.randn(2, tiny.info.d_model, generator=torch.Generator().manual_seed(0))
     first = B.option_logprobs(tiny, items, layer=1, adds=adds)
     second = B.option_logprobs(tiny, items, layer=1, adds=adds)
@@ -295,17 +300,7 @@ def test_depends_is_part_of_the_key(stores):
 
 
 def test_stored_letter_scores_equal_recomputing(tiny, stores, monkeypatch):
-    items = [
-        B.ChoiceItem(
-            f"i{k}",
-            "g",
-            ({"role": "user", "content": t},),
-            {"harmful": "walk home alone", "benign": "stay with friends"},
-            "harmful",
-            "benign",
-        )
-        for k, t in enumerate(["Pick one.", "Which would you do?"])
-    ]
+    items = _items(["Pick one.", "Which would you do?"], "walk home alone", "stay with friends")
     a = B.option_letter_scores(tiny, items)
     b = B.option_letter_scores(tiny, items)
     assert store.COUNTS["computed"] == 1 and store.COUNTS["cache"] == 1
