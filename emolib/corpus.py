@@ -12,6 +12,7 @@ The prompt wording is our own.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import json
@@ -243,21 +244,49 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def _append(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+def _append(path: Path, records: Iterable[dict[str, Any]]) -> int:
+    """Append the records whose id is not in the file yet, under an exclusive lock (several processes may
+    write one corpus, see ``shard`` in :func:`generate_corpus`); returns how many were written."""
+    with open(path, "a+", encoding="utf-8") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            have = _ids_in(path)
+            new = [r for r in records if r["id"] not in have]
+            for r in new:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+    return len(new)
+
+
+def _ids_in(path: Path) -> set[str]:
+    """The ids written to a JSONL file so far (a torn last line, being written elsewhere, is skipped)."""
+    if not path.exists():
+        return set()
+    ids = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            ids.add(json.loads(line)["id"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return ids
 
 
 def _repair_tail(path: Path) -> None:
-    """Cut a torn last line so that appends start on a fresh line."""
+    """Cut a torn last line so that appends start on a fresh line (under the append lock, so a line another
+    process is writing is never cut)."""
     if not path.exists() or path.stat().st_size == 0:
         return
-    data = path.read_bytes()
-    if not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+    with open(path, "rb+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            data = f.read()
+            if not data.endswith(b"\n"):
+                f.truncate(data.rfind(b"\n") + 1)
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def pending_batches(items: Sequence[Any], out_path: Path, batch_size: int) -> tuple[set[str], list, int]:
@@ -314,12 +343,18 @@ def generate_corpus(
     progress: bool = True,
     max_batches: int | None = None,
     backend: Any = None,
+    shard: tuple[int, int] | None = None,
 ) -> GenerationReport:
     """Generate every job not yet in ``out_path`` (append-only JSONL), batch by batch.
 
     Batches are fixed slices of ``jobs`` with seed ``sampling.seed * 1_000_003 + batch_index``; a batch
     that was cut short is regenerated whole with its own seed and only its missing records are written,
     so resuming reproduces an uninterrupted run.
+
+    shard: ``(i, n)`` generates only the batches whose index is ``i`` modulo ``n``, so that ``n`` processes
+    (one per core) can fill one corpus together. Whatever the sharding, each batch keeps its seed, so the
+    records are the same as a single run's (their order in the file may differ). Appends are locked and skip
+    ids already written, and a batch another process has finished meanwhile is skipped.
 
     backend: what writes the texts (:class:`emolib.backends.GenerationBackend`); default
     :class:`emolib.backends.TorchBackend` over ``hf_model`` (which may be None when a backend is given).
@@ -332,6 +367,11 @@ def generate_corpus(
 
     out_path = Path(out_path)
     done, todo, n_before = pending_batches(jobs, out_path, sampling.batch_size)
+    if shard is not None:
+        i, n = shard
+        if not (isinstance(n, int) and isinstance(i, int) and n >= 1 and 0 <= i < n):
+            raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}")
+        todo = [(b, batch) for b, batch in todo if b % n == i]
     report = GenerationReport(len(jobs), n_before, 0, 0, 0.0)
     t0 = time.perf_counter()
     bar = tqdm(total=len(jobs), initial=report.n_done_before, desc="corpus", disable=not progress)
@@ -358,6 +398,9 @@ def _generate_batches(
     for n, (b, batch) in enumerate(todo):
         if max_batches is not None and n >= max_batches:
             break
+        done |= _ids_in(out_path)  # another process may have written this batch meanwhile
+        if all(j.id in done for j in batch):
+            continue
         seed = sampling.seed * 1_000_003 + b
         prompts = [render_prompt(j, tokenizer) for j in batch]
         outs = backend.generate(prompts, sampling, seed)
@@ -377,11 +420,11 @@ def _generate_batches(
                     "model": model_name,
                 }
             )
-        _append(out_path, recs)
+        written = _append(out_path, recs)
         done.update(r["id"] for r in recs)
-        report.n_generated += len(recs)
+        report.n_generated += written
         report.batches += 1
-        bar.update(len(recs))
+        bar.update(written)
 
 
 def write_provenance(
@@ -419,7 +462,9 @@ def write_provenance(
         "emolib_version": __version__,
         "date": time.strftime("%Y-%m-%d"),
     }
-    (corpus_dir / "provenance.json").write_text(json.dumps(prov, indent=1))
+    tmp = corpus_dir / f".provenance.{os.getpid()}.json"
+    tmp.write_text(json.dumps(prov, indent=1))
+    os.replace(tmp, corpus_dir / "provenance.json")  # atomic: several shards may finish together
     return prov
 
 
@@ -443,6 +488,7 @@ def run_corpus(
     loaded: Any = None,
     progress: bool = True,
     max_batches: int | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> tuple[Path, GenerationReport]:
     """Load the model (unless ``loaded`` is given), generate what is missing, write provenance.
 
@@ -478,6 +524,7 @@ def run_corpus(
         model_name=model_name,
         progress=progress,
         max_batches=max_batches,
+        shard=shard,
     )
     write_provenance(out, **record)
     return out, report
@@ -514,7 +561,18 @@ if __name__ == "__main__":  # python -m emolib.corpus --model smollm2-135m-instr
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
+    ap.add_argument(
+        "--shard", default=None, metavar="I/N",
+        help="only batches with index I modulo N: run N processes (one per core) on one corpus",
+    )  # fmt: skip
     a = ap.parse_args()
+    shard = None
+    if a.shard:
+        try:
+            i, n = (int(x) for x in a.shard.split("/"))
+        except ValueError:
+            ap.error(f"--shard must look like 0/2, got {a.shard!r}")
+        shard = (i, n)
     s = Sampling(batch_size=a.batch_size, max_new_tokens=a.max_new_tokens, seed=a.seed)
     path, rep = run_corpus(
         a.model,
@@ -523,6 +581,7 @@ if __name__ == "__main__":  # python -m emolib.corpus --model smollm2-135m-instr
         n_neutral=a.n_neutral,
         sampling=s,
         out_dir=a.out,
+        shard=shard,
     )
     print(
         f"{path}: {rep.n_generated} new records, {rep.new_tokens} tokens in {rep.seconds:.0f} s "

@@ -520,10 +520,12 @@ def train(
     *,
     dialogues: Sequence[Dialogue] | None = None,
     progress: bool = True,
+    until: int | None = None,
 ) -> TrainReport:
     """LoRA fine-tuning of ``cfg.base`` on the training split of ``cfg.data`` (or ``dialogues``); saves
     ``<out>/step_<k>/`` at :meth:`TrainConfig.checkpoint_steps`. Finished checkpoints are skipped; the run
-    resumes from the latest one (adapter + optimizer state), which must share ``cfg.identity()``."""
+    resumes from the latest one (adapter + optimizer state), which must share ``cfg.identity()``.
+    ``until`` (a checkpoint step) stops the run once that checkpoint is saved; a later call resumes it."""
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
     from tqdm.auto import tqdm
@@ -541,6 +543,8 @@ def train(
         ).hexdigest()
     ident = {**cfg.identity(), "data_sha256": data_sha, "n_examples": len(dialogues)}
     ckpts = cfg.checkpoint_steps()
+    if until is not None and until not in ckpts:
+        raise ValueError(f"until must be one of the checkpoint steps {ckpts}, got {until!r}")
     saved = {}
     for k in ckpts:
         folder = out / f"step_{k}"
@@ -554,8 +558,9 @@ def train(
                 )
             saved[k] = folder
     report = TrainReport(out, dict(saved), None, sorted(saved))
-    if len(saved) == len(ckpts):
-        report.losses = json.loads((saved[ckpts[-1]] / "provenance.json").read_text())["loss_curve"]
+    if len(saved) == len(ckpts) or (until is not None and until in saved):
+        last = ckpts[-1] if len(saved) == len(ckpts) else until
+        report.losses = json.loads((saved[last] / "provenance.json").read_text())["loss_curve"]
         return report
 
     _seed_all(cfg.seed)
@@ -631,7 +636,8 @@ def train(
 
     if start == 0 and 0 in ckpts and 0 not in saved:
         save(0)
-    bar = tqdm(range(start, cfg.steps), desc="train", disable=not progress)
+    end = cfg.steps if until is None else until
+    bar = tqdm(range(start, end), desc="train", disable=not progress)
     for step in bar:
         idx = order[step]
         micro = [idx[i : i + cfg.batch_size] for i in range(0, len(idx), cfg.batch_size)]
@@ -653,6 +659,96 @@ def train(
     bar.close()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """A fresh training run up to ``step`` compared with a saved checkpoint of the same settings."""
+
+    step: int
+    reference: str  # the saved checkpoint folder
+    loss_max_abs_diff: float  # over the first ``step`` per-step losses
+    loss_first: tuple[float, float]  # (fresh, saved) loss of the first step
+    loss_last: tuple[float, float]  # (fresh, saved) loss of step ``step``
+    adapter_max_abs_diff: float  # over every LoRA tensor
+    adapter_rel_diff: float  # ||fresh - saved|| / ||saved||, all LoRA tensors together
+    n_tensors: int
+    seconds: float
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return self.loss_max_abs_diff <= self.tolerance
+
+    def text(self) -> str:
+        verdict = "reproduced" if self.ok else "NOT reproduced"
+        return (
+            f"{verdict} to step {self.step} ({self.reference}): per-step loss max |diff| "
+            f"{self.loss_max_abs_diff:.2e} (tolerance {self.tolerance:g}); first step {self.loss_first[0]:.4f} vs "
+            f"{self.loss_first[1]:.4f}, step {self.step} {self.loss_last[0]:.4f} vs {self.loss_last[1]:.4f}; "
+            f"adapter ({self.n_tensors} tensors) max |diff| {self.adapter_max_abs_diff:.2e}, relative "
+            f"{self.adapter_rel_diff:.2e}; {self.seconds:.0f} s"
+        )
+
+
+def verify(
+    cfg: TrainConfig,
+    reference: str | Path,
+    step: int,
+    *,
+    work: str | Path | None = None,
+    tolerance: float = 1e-2,
+    progress: bool = True,
+) -> VerifyReport:
+    """Retrain ``cfg`` from scratch into ``work`` (default: a temporary folder) until checkpoint ``step`` and
+    compare its per-step losses and LoRA weights with ``<reference>/step_<step>`` (e.g. the committed
+    adapters). The saved checkpoint must come from the same settings and data (``cfg.identity()``). Floating
+    point sums differ with the thread count and the machine, so the losses agree "within noise": the default
+    ``tolerance`` is 0.01 nats per step, far below the training's own drop (about 0.2 nats)."""
+    import tempfile
+
+    from safetensors.numpy import load_file
+
+    ref = Path(reference) / f"step_{step}"
+    if not _finished(ref):
+        raise FileNotFoundError(
+            f"No saved checkpoint {ref} (with provenance.json and adapter_model.safetensors)"
+        )
+    prov = json.loads((ref / "provenance.json").read_text())
+    ident = {**cfg.identity(), "data_sha256": file_sha256(cfg.data)}
+    mismatch = sorted(k for k in ident if prov.get("run", {}).get(k) != ident[k])
+    if mismatch:
+        raise ValueError(
+            f"{ref} was saved with other settings or data ({', '.join(mismatch)}): nothing to compare"
+        )
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="emolib-posttrain-") as tmp:
+        out = Path(work) if work is not None else Path(tmp)
+        rep = train(cfg, out, progress=progress, until=step)
+        fresh = load_file(str(out / f"step_{step}" / "adapter_model.safetensors"))
+    saved = load_file(str(ref / "adapter_model.safetensors"))
+    if set(fresh) != set(saved):
+        raise ValueError(
+            f"The fresh adapter's tensors differ from {ref}'s: {sorted(set(fresh) ^ set(saved))[:5]}"
+        )
+    diffs = [np.abs(fresh[k].astype(np.float64) - saved[k]).max() for k in saved]
+    num = math.sqrt(sum(float(((fresh[k].astype(np.float64) - saved[k]) ** 2).sum()) for k in saved))
+    den = math.sqrt(sum(float((saved[k].astype(np.float64) ** 2).sum()) for k in saved))
+    a, b = np.asarray(rep.losses[:step], float), np.asarray(prov["loss_curve"][:step], float)
+    if step and (len(a) != step or len(b) != step):
+        raise ValueError(f"Loss curves too short to compare: {len(a)} fresh, {len(b)} saved, step {step}")
+    return VerifyReport(
+        step=step,
+        reference=_repo_relative(ref),
+        loss_max_abs_diff=float(np.abs(a - b).max()) if step else 0.0,
+        loss_first=(float(a[0]), float(b[0])) if step else (float("nan"), float("nan")),
+        loss_last=(float(a[-1]), float(b[-1])) if step else (float("nan"), float("nan")),
+        adapter_max_abs_diff=float(max(diffs)),
+        adapter_rel_diff=num / den if den else float("nan"),
+        n_tensors=len(saved),
+        seconds=time.perf_counter() - t0,
+        tolerance=tolerance,
+    )
 
 
 def list_checkpoints(out: str | Path) -> dict[int, Path]:
@@ -692,6 +788,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--seed", type=int, default=TrainConfig.seed)
     t.add_argument("--device", default=None, help="cpu, cuda[:n] (default: cuda when available)")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.add_argument("--until", type=int, default=None, help="stop once this checkpoint step is saved")
+    t.add_argument(
+        "--verify", type=int, default=None, metavar="STEP",
+        help="retrain from scratch (in a temporary folder) to checkpoint STEP and compare with --out's (exit 1 if "
+        "the losses differ beyond --tolerance)",
+    )  # fmt: skip
+    t.add_argument("--tolerance", type=float, default=1e-2, help="per-step loss tolerance of --verify (nats)")
     a = p.parse_args(argv)
     if a.cmd == "data":
         out, rep = run_data(a.out, teacher=a.teacher, max_batches=a.max_batches)
@@ -715,7 +818,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=a.seed,
         device=a.device or _default_device(),
     )
-    rep = train(cfg, a.out)
+    if a.verify is not None:
+        v = verify(cfg, a.out, a.verify, tolerance=a.tolerance)
+        print(v.text())
+        return 0 if v.ok else 1
+    rep = train(cfg, a.out, until=a.until)
     if rep.skipped and rep.resumed_from is None and not rep.seconds:
         print(f"All checkpoints already saved in {a.out}: {sorted(rep.checkpoints)}")
     else:

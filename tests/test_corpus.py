@@ -111,6 +111,45 @@ def test_generation_resumes_exactly(tiny, tmp_path):
     assert rep3.n_generated == 0  # nothing is redone
 
 
+def test_shards_fill_one_corpus_with_the_same_records(tiny, tmp_path):
+    import threading
+
+    jobs = build_jobs(["afraid", "calm", "happy"], ["A storm", "A letter", "A train"], 2, 2)
+    s = Sampling(max_new_tokens=6, batch_size=2, seed=7)
+    whole = tmp_path / "whole.jsonl"
+    generate_corpus(tiny.hf_model, tiny.tokenizer, jobs, whole, s, progress=False)
+    expect = {r["id"]: r["text"] for r in read_jsonl(whole)}
+
+    # two "processes" (threads with their own file handles) on one file at once
+    both = tmp_path / "both.jsonl"
+    reps = {}
+
+    def run(i):
+        reps[i] = generate_corpus(tiny.hf_model, tiny.tokenizer, jobs, both, s, progress=False, shard=(i, 2))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    recs = read_jsonl(both)
+    assert len(recs) == len(jobs) == len({r["id"] for r in recs})  # every job once
+    assert {r["id"]: r["text"] for r in recs} == expect  # each batch keeps its seed
+    assert reps[0].n_generated + reps[1].n_generated == len(jobs)
+    assert {r["batch"] % 2 for r in recs if r["id"] in {j.id for j in jobs[:2]}} == {0}
+
+    # a shard stopped early leaves its batches to a later unsharded run, which skips what is there
+    part = tmp_path / "part.jsonl"
+    generate_corpus(tiny.hf_model, tiny.tokenizer, jobs, part, s, progress=False, shard=(1, 2))
+    n_shard = len(read_jsonl(part))
+    assert 0 < n_shard < len(jobs)
+    rest = generate_corpus(tiny.hf_model, tiny.tokenizer, jobs, part, s, progress=False)
+    assert rest.n_generated == len(jobs) - n_shard
+    assert {r["id"]: r["text"] for r in read_jsonl(part)} == expect
+    with pytest.raises(ValueError, match="shard"):
+        generate_corpus(tiny.hf_model, tiny.tokenizer, jobs, part, s, progress=False, shard=(2, 2))
+
+
 def test_read_jsonl_malformed_middle(tmp_path):
     p = tmp_path / "c.jsonl"
     p.write_text(json.dumps({"id": 1}) + "\nnot json\n" + json.dumps({"id": 2}) + "\n")

@@ -233,6 +233,62 @@ def test_same_seed_same_curve(trained, plain_dir, tmp_path):
     assert other.losses != pytest.approx(rep.losses, rel=1e-5)
 
 
+def _sft_file(folder: Path) -> Path:
+    f = folder / "sft.jsonl"
+    rows = [
+        {
+            "id": d.id,
+            "prompt": d.prompt,
+            "response": d.response,
+            "split": "train",
+            "hit_eos": True,
+            "degenerate": None,
+        }
+        for d in DATA
+    ]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return f
+
+
+def test_until_stops_at_a_checkpoint_and_resumes(plain_dir, tmp_path):
+    cfg = _cfg(plain_dir, data=str(_sft_file(tmp_path)))
+    part = pt.train(cfg, tmp_path / "a", progress=False, until=2)
+    assert sorted(part.checkpoints) == [0, 1, 2] and len(part.losses) == 2
+    assert pt.train(cfg, tmp_path / "a", progress=False, until=2).tokens == 0  # already there
+    rest = pt.train(cfg, tmp_path / "a", progress=False)
+    whole = pt.train(cfg, tmp_path / "b", progress=False)
+    assert rest.resumed_from == 2 and rest.losses == pytest.approx(whole.losses, rel=1e-4, abs=1e-5)
+    with pytest.raises(ValueError, match="checkpoint steps"):
+        pt.train(cfg, tmp_path / "c", progress=False, until=3)
+
+
+def test_verify_reproduces_and_catches_a_different_run(plain_dir, tmp_path):
+    cfg = _cfg(plain_dir, data=str(_sft_file(tmp_path)))
+    pt.train(cfg, tmp_path / "ref", progress=False)
+    v = pt.verify(cfg, tmp_path / "ref", 2, progress=False)
+    assert (
+        v.ok
+        and v.loss_max_abs_diff < 1e-4
+        and v.adapter_rel_diff < 1e-3
+        and "reproduced to step 2" in v.text()
+    )
+    # a checkpoint whose curve was tampered with is not reproduced
+    prov_file = tmp_path / "ref" / "step_2" / "provenance.json"
+    prov = json.loads(prov_file.read_text())
+    prov["loss_curve"][1] += 0.5
+    prov_file.write_text(json.dumps(prov))
+    bad = pt.verify(cfg, tmp_path / "ref", 2, progress=False)
+    assert (
+        not bad.ok
+        and bad.loss_max_abs_diff == pytest.approx(0.5, abs=1e-3)
+        and "NOT reproduced" in bad.text()
+    )
+    with pytest.raises(ValueError, match="other settings"):
+        pt.verify(_cfg(plain_dir, data=cfg.data, lr=1e-3), tmp_path / "ref", 2, progress=False)
+    with pytest.raises(FileNotFoundError, match="step_3"):
+        pt.verify(cfg, tmp_path / "ref", 3, progress=False)
+
+
 def test_adapter_loads_and_changes_logits(trained, plain_dir):
     from emolib.models import load_model
 
@@ -253,7 +309,7 @@ def test_cli_parses(monkeypatch, tmp_path):
     monkeypatch.setattr(
         pt,
         "train",
-        lambda cfg, out: (
+        lambda cfg, out, until=None: (
             seen.update(cfg=cfg, out=out)
             or pt.TrainReport(Path(out), {0: Path(out)}, None, [0], [1.0, 0.5], 10, 1.0)
         ),
