@@ -4,17 +4,36 @@ the requested layers (cached on disk by :func:`emolib.extract.extract`).
 Stories are averaged from ``token_offset`` on (the paper's 50th token), leaving out the tokens of the story's
 own emotion word when ``mask_leaks`` is on; neutral dialogues from their second token on. Stories with no
 token left after the offset (within the extraction's ``max_tokens``) are dropped and counted.
+
+**Stored chunks** (``chunked=True``): a corpus at the paper's design (60 stories per emotion, about two million
+tokens) takes hours to read on a CPU, so the per-story means can come from :mod:`emolib.store` in chunks:
+stories grouped by round (story ``j`` of every emotion; :data:`ROUNDS_PER_CHUNK` rounds per chunk, so each
+chunk covers every emotion alike) and neutral dialogues in blocks of :data:`NEUTRAL_PER_CHUNK`. Each chunk is
+one store entry keyed by the model's weights, the chunk's texts, the layers and the mask, so a chunk computed
+once (by the maintainers, committed under ``data/store/story_means``, or by this machine) is never computed
+again, a corpus that grows keeps its finished chunks, and ``python -m emolib.activations --shard I/N`` lets
+one process per core fill the chunks of one corpus. Chunks hold the means in float16 (relative rounding
+below 2**-11, far under the story-to-story spread), or float32 if a value would not fit; the analyses read the
+same rounded means whether a chunk was computed now or read, so the numbers do not depend on the cache.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .extract import MAX_TOKENS, TokenMask, extract, select_positions, tokenize
+from . import store
+from .extract import EXTRACT_VERSION, MAX_TOKENS, TokenMask, extract, select_positions, tokenize
+
+ROUNDS_PER_CHUNK = 3  # story rounds per stored chunk: 3 x 171 = 513 stories of the full emotion list
+NEUTRAL_PER_CHUNK = 300  # neutral dialogues per stored chunk
+FLOAT16_MAX = 60000.0  # chunks with a larger |value| are kept in float32 (float16 tops out at 65504)
+_STORY_ID = re.compile(r"^story-(\d+)-(\d+)$")
+_NEUTRAL_ID = re.compile(r"^neutral-(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -58,12 +77,55 @@ def corpus_activations(
     batch_size: int = 16,
     max_tokens: int = MAX_TOKENS,
     progress: bool = True,
+    chunked: bool = False,
 ) -> CorpusActivations:
     """Extract (cached) mean activations from ``token_offset`` on for every usable story, and from
     ``neutral_offset`` on for the neutral dialogues. ``emotions`` restricts to a subset (labels are then
-    indices into that subset); ``mask_leaks`` leaves the emotion word's own tokens out of each mean."""
+    indices into that subset); ``mask_leaks`` leaves the emotion word's own tokens out of each mean.
+    ``chunked``: read and write the means as stored chunks (see the module docstring)."""
 
     names = tuple(emotions) if emotions is not None else tuple(corpus.emotions)
+    mask = TokenMask(start=token_offset)
+    stories, exclude, n_short = _story_rows(
+        model, corpus, names, mask, mask_leaks, max_per_emotion, max_tokens
+    )
+    neutral = corpus.usable_neutral()
+    if max_neutral is not None:
+        neutral = neutral.head(max_neutral)
+    nmask = TokenMask(start=neutral_offset)
+    common = dict(batch_size=batch_size, max_tokens=max_tokens, progress=progress)
+    if chunked:
+        means = _chunked_means(model, stories, list(layers), mask, exclude, "story", **common)
+        nmeans = _chunked_means(model, neutral, list(layers), nmask, None, "neutral", **common)
+    else:
+        acts = extract(model, list(stories["text"]), list(layers), mask=mask, exclude=exclude, **common)
+        nacts = extract(model, list(neutral["text"]), list(layers), mask=nmask, **common)
+        means = {L: acts[L].double().numpy() for L in acts.layers}
+        nmeans = {L: nacts[L].double().numpy() for L in nacts.layers}
+    settings = {
+        "token_offset": token_offset,
+        "neutral_offset": neutral_offset,
+        "mask_leaks": mask_leaks,
+        "corpus_sha256": corpus.sha256,
+        "n_neutral": int(len(neutral)),
+        "model": model.info.name,
+        "weights_hash": model.info.weights_hash,
+        **({"chunked": True} if chunked else {}),  # the means were rounded to float16 (module docstring)
+    }
+    return CorpusActivations(stories, means, nmeans, names, n_short, settings)
+
+
+def _story_rows(
+    model: Any,
+    corpus: Any,
+    names: tuple[str, ...],
+    mask: TokenMask,
+    mask_leaks: bool,
+    max_per_emotion: int | None,
+    max_tokens: int,
+) -> tuple[Any, list[tuple[str, ...]], int]:
+    """The usable stories of ``names`` that keep a token after the mask (labelled by their index in
+    ``names``), the words each one's mean leaves out, and how many were dropped as too short."""
     stories = corpus.usable()
     stories = stories[stories["emotion"].isin(names)].copy()
     stories["emotion_index"] = stories["emotion"].map({e: i for i, e in enumerate(names)})
@@ -73,7 +135,6 @@ def corpus_activations(
     missing = sorted(set(names) - set(stories["emotion"]))
     if missing:
         raise ValueError(f"No usable story for emotion(s) {missing}")
-    mask = TokenMask(start=token_offset)
     exclude = [(e,) if mask_leaks else () for e in stories["emotion"]]
     ids, offs = tokenize(model.tokenizer, list(stories["text"]))
     keep = [
@@ -83,45 +144,95 @@ def corpus_activations(
     n_short = int(len(keep) - sum(keep))
     stories = stories[keep].reset_index(drop=True)
     exclude = [x for x, k in zip(exclude, keep) if k]
+    return stories, exclude, n_short
+
+
+def chunk_of(ids: Sequence[str], kind: str) -> np.ndarray:
+    """The stored chunk of each record: stories by round (``story-<emotion>-<round>``), in blocks of
+    :data:`ROUNDS_PER_CHUNK` rounds; neutral dialogues (``neutral-<n>``) in blocks of
+    :data:`NEUTRAL_PER_CHUNK`. Records whose ids follow neither pattern (corpora of another design) are
+    chunked by their rank in id order, :data:`NEUTRAL_PER_CHUNK` at a time."""
+    pattern, size = (_STORY_ID, ROUNDS_PER_CHUNK) if kind == "story" else (_NEUTRAL_ID, NEUTRAL_PER_CHUNK)
+    found = [pattern.match(str(i)) for i in ids]
+    if all(found):
+        return np.array([int(m.groups()[-1]) // size for m in found], dtype=int)
+    rank = {k: n for n, k in enumerate(sorted(map(str, ids)))}
+    return np.array([rank[str(i)] // NEUTRAL_PER_CHUNK for i in ids], dtype=int)
+
+
+def _chunked_means(
+    model: Any,
+    rows: Any,
+    layers: list[int],
+    mask: TokenMask,
+    exclude: Sequence[Sequence[str]] | None,
+    kind: str,
+    *,
+    batch_size: int,
+    max_tokens: int,
+    progress: bool,
+    shard: tuple[int, int] | None = None,
+) -> dict[int, np.ndarray]:
+    """Per-record means at ``layers`` (float64 arrays in ``rows``' order), chunk by chunk through the store.
+    Within a chunk, records are taken in id order, so a chunk's content never depends on row order.
+    ``shard=(i, n)`` computes only the i-th of every n chunks (the others stay zero): for filling the store."""
+    from tqdm.auto import tqdm
+
+    d = int(model.info.d_model)
+    out = {L: np.zeros((len(rows), d)) for L in layers}
+    if not len(rows):
+        return out
+    ids = [str(i) for i in rows["id"]] if "id" in rows else [f"{k:08d}" for k in range(len(rows))]
+    chunks = chunk_of(ids, kind)
+    texts = list(rows["text"])
+    excl = [tuple(x) for x in exclude] if exclude is not None else [()] * len(rows)
+    todo = sorted(set(chunks.tolist()))
+    if shard is not None:
+        todo = todo[shard[0] :: shard[1]]
+    for c in tqdm(todo, desc=f"{kind} chunks", disable=not progress, unit="chunk"):
+        idx = sorted(np.flatnonzero(chunks == c).tolist(), key=lambda k: ids[k])
+        got = chunk_means(
+            model,
+            tuple(texts[k] for k in idx),
+            tuple(layers),
+            mask,
+            tuple(excl[k] for k in idx),
+            batch_size,
+            max_tokens,
+        )
+        for j, L in enumerate(layers):
+            out[L][idx] = got[:, j].astype(np.float64)
+    return out
+
+
+@store.memo("story_means", version=1, ignore=("progress",), depends=(EXTRACT_VERSION,))
+def chunk_means(
+    model: Any,
+    texts: tuple[str, ...],
+    layers: tuple[int, ...],
+    mask: TokenMask,
+    exclude: tuple[tuple[str, ...], ...],
+    batch_size: int = 16,
+    max_tokens: int = MAX_TOKENS,
+    *,
+    progress: bool = False,
+) -> np.ndarray:
+    """Mean activations of ``texts`` at ``layers``, ``[n_texts, n_layers, d_model]``, in float16 (float32
+    when a value exceeds :data:`FLOAT16_MAX`): one stored chunk."""
     acts = extract(
         model,
-        list(stories["text"]),
+        list(texts),
         list(layers),
         mask=mask,
-        exclude=exclude,
+        exclude=[list(x) for x in exclude],
         batch_size=batch_size,
         max_tokens=max_tokens,
         progress=progress,
     )
-    neutral = corpus.usable_neutral()
-    if max_neutral is not None:
-        neutral = neutral.head(max_neutral)
-    nacts = extract(
-        model,
-        list(neutral["text"]),
-        list(layers),
-        mask=TokenMask(start=neutral_offset),
-        batch_size=batch_size,
-        max_tokens=max_tokens,
-        progress=progress,
-    )
-    settings = {
-        "token_offset": token_offset,
-        "neutral_offset": neutral_offset,
-        "mask_leaks": mask_leaks,
-        "corpus_sha256": corpus.sha256,
-        "n_neutral": int(len(neutral)),
-        "model": model.info.name,
-        "weights_hash": model.info.weights_hash,
-    }
-    return CorpusActivations(
-        stories,
-        {L: acts[L].double().numpy() for L in acts.layers},
-        {L: nacts[L].double().numpy() for L in nacts.layers},
-        names,
-        n_short,
-        settings,
-    )
+    a = np.stack([acts[L].float().numpy() for L in layers], axis=1)
+    if not np.isfinite(a).all():
+        raise FloatingPointError("non-finite activations in a chunk: check the model's dtype")
+    return a.astype(np.float16) if np.abs(a).max() < FLOAT16_MAX else a.astype(np.float32)
 
 
 def from_config(
@@ -139,3 +250,63 @@ def from_config(
         max_neutral=cfg.max_neutral,
         progress=progress,
     )
+
+
+def fill_store(
+    model: Any,
+    corpus: Any,
+    layers: Sequence[int],
+    *,
+    token_offset: int = 50,
+    mask_leaks: bool = True,
+    neutral_offset: int = 1,
+    shard: tuple[int, int] | None = None,
+    progress: bool = True,
+) -> None:
+    """Compute the stored chunks of :func:`corpus_activations` (``chunked=True``, every emotion, every story),
+    or with ``shard=(i, n)`` the i-th of every n chunks, so that n processes can share the work."""
+    if shard is not None and not (0 <= shard[0] < shard[1]):
+        raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}")
+    mask = TokenMask(start=token_offset)
+    names = tuple(corpus.emotions)
+    stories, exclude, _ = _story_rows(model, corpus, names, mask, mask_leaks, None, MAX_TOKENS)
+    common = dict(batch_size=16, max_tokens=MAX_TOKENS, progress=progress, shard=shard)
+    _chunked_means(model, stories, list(layers), mask, exclude, "story", **common)
+    nmask = TokenMask(start=neutral_offset)
+    _chunked_means(model, corpus.usable_neutral(), list(layers), nmask, None, "neutral", **common)
+
+
+if (
+    __name__ == "__main__"
+):  # python -m emolib.activations --model smollm2-135m-instruct --layers 20 --shard 0/2
+    import argparse
+
+    from .config import default_layer
+    from .corpus import corpus_dir_for, load_corpus
+    from .models import load_model
+    from .stimuli import load_emotions
+
+    ap = argparse.ArgumentParser(description="Fill the result store with a corpus's per-story means.")
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--corpus", default="", help="corpus folder (default data/corpus/<model>)")
+    ap.add_argument("--layers", default="default", help="comma-separated layers, or 'default' (2/3 depth)")
+    ap.add_argument("--token-offset", type=int, default=50)
+    ap.add_argument("--no-mask-leaks", action="store_true")
+    ap.add_argument("--shard", default=None, metavar="I/N", help="the I-th of every N chunks")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32")
+    a = ap.parse_args()
+    shard = None
+    if a.shard:
+        try:
+            shard = tuple(int(x) for x in a.shard.split("/"))
+            assert len(shard) == 2
+        except (ValueError, AssertionError):
+            ap.error(f"--shard must look like 0/2, got {a.shard!r}")
+    m = load_model(a.model, device=a.device, dtype=a.dtype)
+    layers = (
+        [default_layer(m.info.n_layers)] if a.layers == "default" else [int(x) for x in a.layers.split(",")]
+    )
+    corpus = load_corpus(a.corpus or corpus_dir_for(a.model), load_emotions())
+    fill_store(m, corpus, layers, token_offset=a.token_offset, mask_leaks=not a.no_mask_leaks, shard=shard)
+    print(f"{a.model}: stored chunks at layers {layers} ({store.summary()})")

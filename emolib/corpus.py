@@ -526,8 +526,38 @@ def run_corpus(
         max_batches=max_batches,
         shard=shard,
     )
+    if len(_ids_in(out / "corpus.jsonl") & {j.id for j in jobs}) == len(jobs):
+        sort_in_job_order(out / "corpus.jsonl", [j.id for j in jobs])
     write_provenance(out, **record)
     return out, report
+
+
+def sort_in_job_order(path: str | Path, order: Sequence[str]) -> bool:
+    """Rewrite a finished corpus with its records in job order (shards append batches in whatever order
+    they finish, and the file's order and hash should not depend on that). Under the append lock; the file
+    is replaced atomically. Returns whether anything moved."""
+    path = Path(path)
+    rank = {k: n for n, k in enumerate(order)}
+    with open(path, "a+", encoding="utf-8") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            recs = read_jsonl(path)
+            unknown = [r["id"] for r in recs if r["id"] not in rank]
+            if unknown:
+                raise ValueError(f"{path}: {len(unknown)} record(s) not among the jobs, e.g. {unknown[0]!r}")
+            ordered = sorted(recs, key=lambda r: rank[r["id"]])
+            if [r["id"] for r in ordered] == [r["id"] for r in recs]:
+                return False
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            with open(tmp, "w", encoding="utf-8") as g:
+                for r in ordered:
+                    g.write(json.dumps(r, ensure_ascii=False) + "\n")
+                g.flush()
+                os.fsync(g.fileno())
+            os.replace(tmp, path)
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+    return True
 
 
 def _check_same_design(out: Path, spec: dict[str, Any], sampling: Sampling) -> None:

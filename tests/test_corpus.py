@@ -150,6 +150,28 @@ def test_shards_fill_one_corpus_with_the_same_records(tiny, tmp_path):
         generate_corpus(tiny.hf_model, tiny.tokenizer, jobs, part, s, progress=False, shard=(2, 2))
 
 
+def test_sort_in_job_order_makes_the_file_independent_of_shard_timing(tmp_path):
+    from emolib.corpus import sort_in_job_order
+    from emolib.stimuli import file_sha256
+
+    recs = [{"id": f"j{k}", "kind": "story", "text": f"text {k} é"} for k in range(5)]
+    order = [r["id"] for r in recs]
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    _lines(a, recs)
+    _lines(b, [recs[k] for k in (3, 4, 0, 1, 2)])  # batches landed in another order
+    assert sort_in_job_order(a, order) is False  # already in order: untouched
+    assert sort_in_job_order(b, order) is True
+    assert file_sha256(a) == file_sha256(b)
+    assert [r["id"] for r in read_jsonl(b)] == order
+    with pytest.raises(ValueError, match="not among the jobs"):
+        sort_in_job_order(b, order[:3])
+    assert [r["id"] for r in read_jsonl(b)] == order  # a refused sort leaves the file as it was
+
+
+def _lines(path, recs):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
+
+
 def test_read_jsonl_malformed_middle(tmp_path):
     p = tmp_path / "c.jsonl"
     p.write_text(json.dumps({"id": 1}) + "\nnot json\n" + json.dumps({"id": 2}) + "\n")
@@ -199,3 +221,19 @@ def test_load_corpus_quality_and_validation(tmp_path):
         load_corpus(tmp_path / "bad3", ["afraid"])
     with pytest.raises(FileNotFoundError):
         load_corpus(tmp_path / "nothing", ["afraid"])
+
+
+def test_run_corpus_in_shards_ends_in_job_order_with_complete_provenance(tiny, tmp_path):
+    from emolib.corpus import run_corpus
+
+    s = Sampling(max_new_tokens=3, batch_size=64, seed=1)
+    kw = dict(n_per_emotion=1, n_topics=1, n_neutral=4, sampling=s, out_dir=tmp_path, loaded=tiny, progress=False)
+    run_corpus("tiny", shard=(1, 2), **kw)  # the later batches land first
+    prov = json.loads((tmp_path / "provenance.json").read_text())
+    assert prov["complete"] is False
+    run_corpus("tiny", shard=(0, 2), **kw)
+    prov = json.loads((tmp_path / "provenance.json").read_text())
+    ids = [r["id"] for r in read_jsonl(tmp_path / "corpus.jsonl")]
+    assert prov["complete"] is True and len(ids) == 171 + 4
+    assert ids[:4] == [f"neutral-{k:04d}" for k in range(4)] and ids[4] == "story-000-000"
+    assert ids == sorted(ids, key=lambda k: (k.startswith("story"), k))
