@@ -88,17 +88,19 @@ def build_jobs(
     n_per_emotion: int,
     n_neutral: int,
     neutral_subjects: list[str] | None = None,
+    n_neutral_extra: int = 0,
 ) -> list[Job]:
     """All jobs, round-robin: story round j covers every emotion once, and neutral dialogues are spread
-    evenly between rounds.
+    evenly between rounds. ``n_neutral_extra`` more neutral dialogues come after the last round, so that a
+    finished corpus can be given more of them without changing any earlier batch (or its seed).
 
     Crossed design: story j of emotion i is about topic ``(7 i + j) % len(topics)``, so with
     ``n_per_emotion == len(topics)`` every emotion covers every topic once (topic content can then be
     removed by centring on topic means), and a corpus cut short after r rounds still gives every emotion
     r stories on consecutive topics. Neutral dialogues cycle through ``neutral_subjects`` (default: the
     story topics)."""
-    if n_per_emotion < 0 or n_neutral < 0:
-        raise ValueError("n_per_emotion and n_neutral must be >= 0")
+    if n_per_emotion < 0 or n_neutral < 0 or n_neutral_extra < 0:
+        raise ValueError("n_per_emotion, n_neutral and n_neutral_extra must be >= 0")
     if n_per_emotion > len(topics):
         raise ValueError(
             f"n_per_emotion ({n_per_emotion}) exceeds the {len(topics)} topics of the crossed design"
@@ -111,15 +113,16 @@ def build_jobs(
             stories.append(Job(f"story-{i:03d}-{j:03d}", "story", e, t, topics[t], PERSONS[(i + j) % 2]))
     neutral = [
         Job(f"neutral-{k:04d}", "neutral", None, k % len(subjects), subjects[k % len(subjects)], None)
-        for k in range(n_neutral)
+        for k in range(n_neutral + n_neutral_extra)
     ]
+    neutral, extra = neutral[:n_neutral], neutral[n_neutral:]
     rounds = max(n_per_emotion, 1)
     per_round = -(-len(neutral) // rounds) if neutral else 0
     jobs: list[Job] = []
     for r in range(rounds):
         jobs.extend(neutral[r * per_round : (r + 1) * per_round])
         jobs.extend(stories[r * len(emotions) : (r + 1) * len(emotions)])
-    return jobs
+    return jobs + extra
 
 
 def render_prompt(job: Job, tokenizer: Any) -> str:
@@ -483,6 +486,7 @@ def run_corpus(
     n_per_emotion: int = 60,
     n_topics: int = 60,
     n_neutral: int = 900,
+    n_neutral_extra: int = 0,
     sampling: Sampling = CORPUS_SAMPLING,
     out_dir: str | Path | None = None,
     loaded: Any = None,
@@ -494,7 +498,8 @@ def run_corpus(
 
     Stories use the first ``n_topics`` of the paper's topics in a crossed design (see :func:`build_jobs`);
     neutral dialogues use our practical subjects (``data/neutral_subjects.json``). A folder that already
-    holds a corpus made with other settings is an error, never silently extended."""
+    holds a corpus made with other settings is an error, never silently extended; the one change allowed is
+    a larger ``n_neutral_extra`` (more neutral dialogues after the stories: no earlier batch changes)."""
     from .constants import EMOTIONS_FILE, NEUTRAL_SUBJECTS_FILE, TOPICS_FILE
     from .models import load_model
     from .stimuli import file_sha256, load_emotions, load_topics
@@ -508,10 +513,12 @@ def run_corpus(
         "emotions_sha256": file_sha256(EMOTIONS_FILE),
         "topics_sha256": file_sha256(TOPICS_FILE),
         "neutral_subjects_sha256": file_sha256(NEUTRAL_SUBJECTS_FILE),
+        **({"n_neutral_extra": n_neutral_extra} if n_neutral_extra else {}),  # absent in older corpora
     }
     _check_same_design(out, spec, sampling)
     topics = load_topics()[:n_topics]
-    jobs = build_jobs(load_emotions(), topics, n_per_emotion, n_neutral, load_topics(NEUTRAL_SUBJECTS_FILE))
+    subjects = load_topics(NEUTRAL_SUBJECTS_FILE)
+    jobs = build_jobs(load_emotions(), topics, n_per_emotion, n_neutral, subjects, n_neutral_extra)
     m = loaded or load_model(model_name, bridge=False)  # sampling needs no hooks (see load_model)
     record = dict(model_info=m.info.to_dict(), sampling=sampling, jobs_spec=spec, n_jobs=len(jobs))
     write_provenance(out, **record)  # the settings are on disk before the first batch
@@ -571,6 +578,11 @@ def _check_same_design(out: Path, spec: dict[str, Any], sampling: Sampling) -> N
         "prompts_hash": prov.get("prompts_hash"),
     }
     new = {"jobs": spec, "sampling": asdict(sampling), "prompts_hash": prompts_hash()}
+    if isinstance(old["jobs"], dict):  # more neutral dialogues after the stories leave every batch as it was
+        was, now = old["jobs"].get("n_neutral_extra", 0), spec.get("n_neutral_extra", 0)
+        if now >= was:
+            old["jobs"] = {**old["jobs"], "n_neutral_extra": now}
+            new["jobs"] = {**spec, "n_neutral_extra": now}
     diff = [k for k in new if old[k] != new[k]]
     if diff:
         raise ValueError(
@@ -587,6 +599,10 @@ if __name__ == "__main__":  # python -m emolib.corpus --model smollm2-135m-instr
     ap.add_argument("--n-per-emotion", type=int, default=60)
     ap.add_argument("--n-topics", type=int, default=60)
     ap.add_argument("--n-neutral", type=int, default=900)
+    ap.add_argument(
+        "--n-neutral-extra", type=int, default=0,
+        help="more neutral dialogues after the stories (a finished corpus can be extended this way)",
+    )  # fmt: skip
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
@@ -609,6 +625,7 @@ if __name__ == "__main__":  # python -m emolib.corpus --model smollm2-135m-instr
         n_per_emotion=a.n_per_emotion,
         n_topics=a.n_topics,
         n_neutral=a.n_neutral,
+        n_neutral_extra=a.n_neutral_extra,
         sampling=s,
         out_dir=a.out,
         shard=shard,

@@ -227,7 +227,9 @@ def test_run_corpus_in_shards_ends_in_job_order_with_complete_provenance(tiny, t
     from emolib.corpus import run_corpus
 
     s = Sampling(max_new_tokens=3, batch_size=64, seed=1)
-    kw = dict(n_per_emotion=1, n_topics=1, n_neutral=4, sampling=s, out_dir=tmp_path, loaded=tiny, progress=False)
+    kw = dict(
+        n_per_emotion=1, n_topics=1, n_neutral=4, sampling=s, out_dir=tmp_path, loaded=tiny, progress=False
+    )
     run_corpus("tiny", shard=(1, 2), **kw)  # the later batches land first
     prov = json.loads((tmp_path / "provenance.json").read_text())
     assert prov["complete"] is False
@@ -237,3 +239,29 @@ def test_run_corpus_in_shards_ends_in_job_order_with_complete_provenance(tiny, t
     assert prov["complete"] is True and len(ids) == 171 + 4
     assert ids[:4] == [f"neutral-{k:04d}" for k in range(4)] and ids[4] == "story-000-000"
     assert ids == sorted(ids, key=lambda k: (k.startswith("story"), k))
+
+
+def test_extra_neutral_dialogues_extend_a_finished_corpus_without_changing_it(tiny, tmp_path):
+    from emolib.corpus import run_corpus
+
+    base = build_jobs(["afraid", "calm"], ["A", "B"], 2, 2, ["x", "y", "z"])
+    more = build_jobs(["afraid", "calm"], ["A", "B"], 2, 2, ["x", "y", "z"], n_neutral_extra=3)
+    assert more[: len(base)] == base  # every earlier batch (and so its seed) is unchanged
+    assert [j.id for j in more[len(base) :]] == ["neutral-0002", "neutral-0003", "neutral-0004"]
+    assert [j.topic for j in more[len(base) :]] == ["z", "x", "y"]  # the subjects keep cycling
+
+    s = Sampling(max_new_tokens=3, batch_size=64, seed=1)
+    kw = dict(
+        n_per_emotion=1, n_topics=1, n_neutral=2, sampling=s, out_dir=tmp_path, loaded=tiny, progress=False
+    )
+    run_corpus("tiny", **kw)
+    before = (tmp_path / "corpus.jsonl").read_text()
+    run_corpus("tiny", n_neutral_extra=5, **kw)
+    after = (tmp_path / "corpus.jsonl").read_text()
+    assert after.startswith(before) and len(after.splitlines()) == 171 + 2 + 5
+    prov = json.loads((tmp_path / "provenance.json").read_text())
+    assert prov["complete"] is True and prov["jobs"]["n_neutral_extra"] == 5
+    with pytest.raises(ValueError, match="other settings"):
+        run_corpus("tiny", n_neutral_extra=2, **kw)  # fewer than recorded: refused
+    with pytest.raises(ValueError, match="other settings"):
+        run_corpus("tiny", **{**kw, "n_neutral": 3})
