@@ -78,16 +78,19 @@ def corpus_activations(
     max_tokens: int = MAX_TOKENS,
     progress: bool = True,
     chunked: bool = False,
+    rounds: int | None = None,
 ) -> CorpusActivations:
     """Extract (cached) mean activations from ``token_offset`` on for every usable story, and from
     ``neutral_offset`` on for the neutral dialogues. ``emotions`` restricts to a subset (labels are then
     indices into that subset); ``mask_leaks`` leaves the emotion word's own tokens out of each mean.
-    ``chunked``: read and write the means as stored chunks (see the module docstring)."""
+    ``chunked``: read and write the means as stored chunks (see the module docstring). ``rounds``: only the
+    stories of the first ``rounds`` rounds (``story-<emotion>-<round>`` ids; whole stored chunks when it is a
+    multiple of :data:`ROUNDS_PER_CHUNK`), e.g. for a layer profile on part of a large corpus."""
 
     names = tuple(emotions) if emotions is not None else tuple(corpus.emotions)
     mask = TokenMask(start=token_offset)
     stories, exclude, n_short = _story_rows(
-        model, corpus, names, mask, mask_leaks, max_per_emotion, max_tokens
+        model, corpus, names, mask, mask_leaks, max_per_emotion, max_tokens, rounds
     )
     neutral = corpus.usable_neutral()
     if max_neutral is not None:
@@ -123,10 +126,16 @@ def _story_rows(
     mask_leaks: bool,
     max_per_emotion: int | None,
     max_tokens: int,
+    rounds: int | None = None,
 ) -> tuple[Any, list[tuple[str, ...]], int]:
     """The usable stories of ``names`` that keep a token after the mask (labelled by their index in
     ``names``), the words each one's mean leaves out, and how many were dropped as too short."""
     stories = corpus.usable()
+    if rounds is not None:
+        found = [_STORY_ID.match(str(i)) for i in stories["id"]] if "id" in stories else [None]
+        if not all(found):
+            raise ValueError("rounds needs story ids of the form story-<emotion>-<round> (corpus design 2)")
+        stories = stories[[int(m.group(2)) < rounds for m in found]]
     stories = stories[stories["emotion"].isin(names)].copy()
     stories["emotion_index"] = stories["emotion"].map({e: i for i, e in enumerate(names)})
     if max_per_emotion is not None:
@@ -261,15 +270,17 @@ def fill_store(
     mask_leaks: bool = True,
     neutral_offset: int = 1,
     shard: tuple[int, int] | None = None,
+    rounds: int | None = None,
     progress: bool = True,
 ) -> None:
-    """Compute the stored chunks of :func:`corpus_activations` (``chunked=True``, every emotion, every story),
-    or with ``shard=(i, n)`` the i-th of every n chunks, so that n processes can share the work."""
+    """Compute the stored chunks of :func:`corpus_activations` (``chunked=True``, every emotion; every story,
+    or those of the first ``rounds`` rounds), or with ``shard=(i, n)`` the i-th of every n chunks, so that n
+    processes can share the work."""
     if shard is not None and not (0 <= shard[0] < shard[1]):
         raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}")
     mask = TokenMask(start=token_offset)
     names = tuple(corpus.emotions)
-    stories, exclude, _ = _story_rows(model, corpus, names, mask, mask_leaks, None, MAX_TOKENS)
+    stories, exclude, _ = _story_rows(model, corpus, names, mask, mask_leaks, None, MAX_TOKENS, rounds)
     common = dict(batch_size=16, max_tokens=MAX_TOKENS, progress=progress, shard=shard)
     _chunked_means(model, stories, list(layers), mask, exclude, "story", **common)
     nmask = TokenMask(start=neutral_offset)
@@ -281,7 +292,7 @@ if (
 ):  # python -m emolib.activations --model smollm2-135m-instruct --layers 20 --shard 0/2
     import argparse
 
-    from .config import default_layer
+    from .config import default_layer, spaced_layers
     from .corpus import corpus_dir_for, load_corpus
     from .models import load_model
     from .stimuli import load_emotions
@@ -289,7 +300,11 @@ if (
     ap = argparse.ArgumentParser(description="Fill the result store with a corpus's per-story means.")
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--corpus", default="", help="corpus folder (default data/corpus/<model>)")
-    ap.add_argument("--layers", default="default", help="comma-separated layers, or 'default' (2/3 depth)")
+    ap.add_argument(
+        "--layers", default="default",
+        help="comma-separated layers, 'default' (2/3 depth) or 'spaced' (emolib.config.spaced_layers)",
+    )  # fmt: skip
+    ap.add_argument("--rounds", type=int, default=None, help="only the stories of the first ROUNDS rounds")
     ap.add_argument("--token-offset", type=int, default=50)
     ap.add_argument("--no-mask-leaks", action="store_true")
     ap.add_argument("--shard", default=None, metavar="I/N", help="the I-th of every N chunks")
@@ -304,9 +319,10 @@ if (
         except (ValueError, AssertionError):
             ap.error(f"--shard must look like 0/2, got {a.shard!r}")
     m = load_model(a.model, device=a.device, dtype=a.dtype)
-    layers = (
-        [default_layer(m.info.n_layers)] if a.layers == "default" else [int(x) for x in a.layers.split(",")]
-    )
+    n = m.info.n_layers
+    named = {"default": [default_layer(n)], "spaced": spaced_layers(n)}
+    layers = named[a.layers] if a.layers in named else [int(x) for x in a.layers.split(",")]
     corpus = load_corpus(a.corpus or corpus_dir_for(a.model), load_emotions())
-    fill_store(m, corpus, layers, token_offset=a.token_offset, mask_leaks=not a.no_mask_leaks, shard=shard)
+    recipe = dict(token_offset=a.token_offset, mask_leaks=not a.no_mask_leaks)
+    fill_store(m, corpus, layers, **recipe, shard=shard, rounds=a.rounds)
     print(f"{a.model}: stored chunks at layers {layers} ({store.summary()})")

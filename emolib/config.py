@@ -42,6 +42,15 @@ def topic_fold(topic_index: Any, n_folds: int = N_FOLDS) -> Any:
     return topic_index % n_folds
 
 
+def spaced_layers(n_layers: int, n: int = 10) -> list[int]:
+    """About ``n`` evenly spaced layers ending at the last one, plus :func:`default_layer`: the layer profile
+    of a corpus too large to keep at every layer (for 30 layers: 2, 5, ..., 29, which holds 20)."""
+    if n_layers < 1 or n < 1:
+        raise ValueError(f"n_layers and n must be >= 1, got {n_layers} and {n}")
+    step = max(-(-n_layers // n), 1)
+    return sorted({*range(n_layers - 1, -1, -step), default_layer(n_layers)})
+
+
 def quick_layers(n_layers: int, extra: tuple[int, ...] = ()) -> list[int]:
     """The few layers a quick run looks at: around two-thirds depth, plus ``extra``."""
     L0 = default_layer(n_layers)

@@ -110,3 +110,19 @@ def test_chunk_means_keeps_float32_when_float16_would_overflow(tiny, stores, mon
     monkeypatch.setattr(A, "FLOAT16_MAX", 1e-3)
     got = A.chunk_means(tiny, ("Some words to read here.",), (1,), A.TokenMask(start=1), ((),))
     assert got.dtype == np.float32 and got.shape == (1, 1, tiny.info.d_model)
+
+
+def test_rounds_keep_the_first_rounds_and_share_their_chunks(tiny, stores):
+    corpus = _corpus(stores)
+    full = A.corpus_activations(tiny, corpus, [2], token_offset=2, chunked=True, progress=False)
+    store.COUNTS.clear()
+    part = A.corpus_activations(tiny, corpus, [2], token_offset=2, chunked=True, rounds=3, progress=False)
+    assert store.COUNTS["computed"] == 0  # rounds 0-2 are the first stored chunk of the full run
+    assert sorted({int(k[-3:]) for k in part.stories["id"]}) == [0, 1, 2]
+    rows = [full.stories["id"].tolist().index(k) for k in part.stories["id"]]
+    assert np.array_equal(part.acts[2], full.acts[2][rows])
+    two = A.corpus_activations(tiny, corpus, [2], token_offset=2, rounds=2, progress=False)
+    assert len(two.stories) == 2 * len(EMOTIONS)
+    bad = type(corpus)(corpus.stories.assign(id="x"), corpus.neutral, EMOTIONS, corpus.sha256, corpus.path)
+    with pytest.raises(ValueError, match="story-<emotion>-<round>"):
+        A.corpus_activations(tiny, bad, [2], rounds=2, progress=False)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emolib.config import N_FOLDS, RunConfig, VectorsConfig, default_layer, quick_layers, topic_fold
+from emolib.config import (
+    N_FOLDS,
+    RunConfig,
+    VectorsConfig,
+    default_layer,
+    quick_layers,
+    spaced_layers,
+    topic_fold,
+)
 
 
 def test_quick_mode_is_applied_inside_and_recorded():
@@ -69,3 +77,13 @@ def test_slug_and_recipe():
         "standardize": False,
     }
     assert RunConfig(notebook="00").slug == "smollm2-135m-instruct"
+
+
+def test_spaced_layers_end_at_the_last_and_hold_the_default():
+    assert spaced_layers(30) == [2, 5, 8, 11, 14, 17, 20, 23, 26, 29]
+    for n in (1, 2, 6, 18, 26, 30, 32, 80):
+        got = spaced_layers(n)
+        assert got[-1] == n - 1 and default_layer(n) in got and len(got) <= 11
+        assert got == sorted(set(got)) and got[0] >= 0
+    with pytest.raises(ValueError):
+        spaced_layers(0)
