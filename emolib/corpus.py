@@ -92,7 +92,8 @@ def build_jobs(
 ) -> list[Job]:
     """All jobs, round-robin: story round j covers every emotion once, and neutral dialogues are spread
     evenly between rounds. ``n_neutral_extra`` more neutral dialogues come after the last round, so that a
-    finished corpus can be given more of them without changing any earlier batch (or its seed).
+    finished corpus can be given more of them (:func:`run_corpus` batches them on their own, after the
+    others' batches, so no earlier batch or seed changes).
 
     Crossed design: story j of emotion i is about topic ``(7 i + j) % len(topics)``, so with
     ``n_per_emotion == len(topics)`` every emotion covers every topic once (topic content can then be
@@ -347,6 +348,7 @@ def generate_corpus(
     max_batches: int | None = None,
     backend: Any = None,
     shard: tuple[int, int] | None = None,
+    first_batch: int = 0,
 ) -> GenerationReport:
     """Generate every job not yet in ``out_path`` (append-only JSONL), batch by batch.
 
@@ -359,6 +361,8 @@ def generate_corpus(
     records are the same as a single run's (their order in the file may differ). Appends are locked and skip
     ids already written, and a batch another process has finished meanwhile is skipped.
 
+    first_batch: the index (and so the seed) of the first batch, for jobs that continue an earlier list.
+
     backend: what writes the texts (:class:`emolib.backends.GenerationBackend`); default
     :class:`emolib.backends.TorchBackend` over ``hf_model`` (which may be None when a backend is given).
     """
@@ -370,6 +374,7 @@ def generate_corpus(
 
     out_path = Path(out_path)
     done, todo, n_before = pending_batches(jobs, out_path, sampling.batch_size)
+    todo = [(b + first_batch, batch) for b, batch in todo]
     if shard is not None:
         i, n = shard
         if not (isinstance(n, int) and isinstance(i, int) and n >= 1 and 0 <= i < n):
@@ -519,20 +524,24 @@ def run_corpus(
     topics = load_topics()[:n_topics]
     subjects = load_topics(NEUTRAL_SUBJECTS_FILE)
     jobs = build_jobs(load_emotions(), topics, n_per_emotion, n_neutral, subjects, n_neutral_extra)
+    n_main = len(jobs) - n_neutral_extra
     m = loaded or load_model(model_name, bridge=False)  # sampling needs no hooks (see load_model)
     record = dict(model_info=m.info.to_dict(), sampling=sampling, jobs_spec=spec, n_jobs=len(jobs))
     write_provenance(out, **record)  # the settings are on disk before the first batch
-    report = generate_corpus(
-        m.hf_model,
-        m.tokenizer,
-        jobs,
-        out / "corpus.jsonl",
-        sampling,
-        model_name=model_name,
-        progress=progress,
-        max_batches=max_batches,
-        shard=shard,
-    )
+    kw = dict(model_name=model_name, progress=progress, max_batches=max_batches, shard=shard)
+    path = out / "corpus.jsonl"
+    report = generate_corpus(m.hf_model, m.tokenizer, jobs[:n_main], path, sampling, **kw)
+    if n_neutral_extra:  # batched on their own: the earlier batches (the last one too) keep their jobs
+        first = -(-n_main // sampling.batch_size)
+        more = generate_corpus(
+            m.hf_model, m.tokenizer, jobs[n_main:], path, sampling, first_batch=first, **kw
+        )
+        report.n_jobs += more.n_jobs
+        report.n_done_before += more.n_done_before
+        report.n_generated += more.n_generated
+        report.new_tokens += more.new_tokens
+        report.seconds += more.seconds
+        report.batches += more.batches
     if len(_ids_in(out / "corpus.jsonl") & {j.id for j in jobs}) == len(jobs):
         sort_in_job_order(out / "corpus.jsonl", [j.id for j in jobs])
     write_provenance(out, **record)

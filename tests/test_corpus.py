@@ -250,17 +250,21 @@ def test_extra_neutral_dialogues_extend_a_finished_corpus_without_changing_it(ti
     assert [j.id for j in more[len(base) :]] == ["neutral-0002", "neutral-0003", "neutral-0004"]
     assert [j.topic for j in more[len(base) :]] == ["z", "x", "y"]  # the subjects keep cycling
 
-    s = Sampling(max_new_tokens=3, batch_size=64, seed=1)
-    kw = dict(
-        n_per_emotion=1, n_topics=1, n_neutral=2, sampling=s, out_dir=tmp_path, loaded=tiny, progress=False
-    )
-    run_corpus("tiny", **kw)
+    s = Sampling(max_new_tokens=3, batch_size=64, seed=1)  # 173 jobs: the last batch holds 45
+    kw = dict(n_per_emotion=1, n_topics=1, n_neutral=2, sampling=s, loaded=tiny, progress=False)
+    run_corpus("tiny", out_dir=tmp_path, **kw)
     before = (tmp_path / "corpus.jsonl").read_text()
-    run_corpus("tiny", n_neutral_extra=5, **kw)
+    run_corpus("tiny", out_dir=tmp_path, n_neutral_extra=5, **kw)
     after = (tmp_path / "corpus.jsonl").read_text()
     assert after.startswith(before) and len(after.splitlines()) == 171 + 2 + 5
     prov = json.loads((tmp_path / "provenance.json").read_text())
     assert prov["complete"] is True and prov["jobs"]["n_neutral_extra"] == 5
+    recs = read_jsonl(tmp_path / "corpus.jsonl")
+    assert {r["batch"] for r in recs[-5:]} == {3}  # a batch of their own, after batches 0-2
+    # the same texts as a corpus made with the extra dialogues from the start
+    run_corpus("tiny", out_dir=tmp_path / "direct", n_neutral_extra=5, **kw)
+    assert (tmp_path / "direct" / "corpus.jsonl").read_text() == after
+    kw["out_dir"] = tmp_path
     with pytest.raises(ValueError, match="other settings"):
         run_corpus("tiny", n_neutral_extra=2, **kw)  # fewer than recorded: refused
     with pytest.raises(ValueError, match="other settings"):
