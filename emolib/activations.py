@@ -245,9 +245,16 @@ def chunk_means(
 
 
 def from_config(
-    model: Any, corpus: Any, cfg: Any, layers: Sequence[int], *, progress: bool = True
+    model: Any,
+    corpus: Any,
+    cfg: Any,
+    layers: Sequence[int],
+    *,
+    progress: bool = True,
+    rounds: int | None = None,
 ) -> CorpusActivations:
-    """:func:`corpus_activations` with the settings of a :class:`emolib.config.VectorsConfig`."""
+    """:func:`corpus_activations` with the settings of a :class:`emolib.config.VectorsConfig` (stored chunks
+    when ``cfg.chunked``); ``rounds``: only the stories of the first rounds (the layer profile)."""
     return corpus_activations(
         model,
         corpus,
@@ -258,6 +265,8 @@ def from_config(
         max_per_emotion=cfg.stories_per_emotion,
         max_neutral=cfg.max_neutral,
         progress=progress,
+        chunked=bool(getattr(cfg, "chunked", False)),
+        rounds=rounds,
     )
 
 
@@ -287,9 +296,7 @@ def fill_store(
     _chunked_means(model, corpus.usable_neutral(), list(layers), nmask, None, "neutral", **common)
 
 
-if (
-    __name__ == "__main__"
-):  # python -m emolib.activations --model smollm2-135m-instruct --layers 20 --shard 0/2
+if __name__ == "__main__":  # python -m emolib.activations --layers default --shard 0/2
     import argparse
 
     from .config import default_layer, spaced_layers

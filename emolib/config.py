@@ -149,6 +149,10 @@ class VectorsConfig(RunConfig):
     emotions: tuple[str, ...] | None = None  # None: all 171; quick mode sets a readable subset
     stories_per_emotion: int | None = None  # None: every usable story
     max_neutral: int | None = None
+    # None: every layer is read on every story. k: a corpus too large for that (corpus design 2) is read at
+    # the analysed layer only, and the layer profile on the stories of its first k rounds at spaced_layers.
+    profile_rounds: int | None = None
+    chunked: bool = False  # per-story means through the result store's chunks (emolib.activations)
 
     QUICK: ClassVar[dict[str, int]] = {"n_boot": 200, "n_perm": 200, "n_null": 5}
 
@@ -173,6 +177,14 @@ class VectorsConfig(RunConfig):
             and math.isfinite(self.denoise_variance),
             f"denoise_variance must be in [0, 1), got {self.denoise_variance!r}",
         )
+        _check(
+            self.profile_rounds is None
+            or isinstance(self.profile_rounds, int)
+            and not isinstance(self.profile_rounds, bool)
+            and self.profile_rounds >= 2,
+            f"profile_rounds must be None or an int >= 2, got {self.profile_rounds!r}",
+        )
+        _check(isinstance(self.chunked, bool), f"chunked must be True or False, got {self.chunked!r}")
         if self.emotions is not None:
             object.__setattr__(self, "emotions", tuple(self.emotions))
         if self.quick:
@@ -192,8 +204,24 @@ class VectorsConfig(RunConfig):
         }
 
     def sweep_layers(self, n_layers: int, extra: tuple[int, ...] = ()) -> list[int]:
-        """Layers a chapter sweeps: every layer, or :func:`quick_layers` in quick mode."""
-        return quick_layers(n_layers, extra) if self.quick else list(range(n_layers))
+        """Layers a chapter sweeps: every layer, :func:`spaced_layers` when the profile is read on a subset
+        (``profile_rounds``), or :func:`quick_layers` in quick mode."""
+        if self.quick:
+            return quick_layers(n_layers, extra)
+        if self.profile_rounds is not None:
+            return sorted({*spaced_layers(n_layers), *extra})
+        return list(range(n_layers))
+
+    def analysis_layers(self, n_layers: int, extra: tuple[int, ...] = ()) -> list[int]:
+        """Layers read on every story: the swept layers, or only the default layer (and ``extra``) when the
+        layer profile is read on a subset (``profile_rounds``)."""
+        if self.quick or self.profile_rounds is None:
+            return self.sweep_layers(n_layers, extra)
+        return sorted({default_layer(n_layers), *extra})
+
+    def profile_subset(self) -> int | None:
+        """The rounds the layer profile reads (None: every story, as :meth:`analysis_layers`)."""
+        return None if self.quick else self.profile_rounds
 
     def resolve_layer(self, n_layers: int, metrics: dict[str, Any] | None = None) -> int:
         """The analysed layer as an int (``"heldout"`` needs chapter 01's metrics)."""

@@ -126,3 +126,16 @@ def test_rounds_keep_the_first_rounds_and_share_their_chunks(tiny, stores):
     bad = type(corpus)(corpus.stories.assign(id="x"), corpus.neutral, EMOTIONS, corpus.sha256, corpus.path)
     with pytest.raises(ValueError, match="story-<emotion>-<round>"):
         A.corpus_activations(tiny, bad, [2], rounds=2, progress=False)
+
+
+def test_from_config_reads_stored_chunks_when_the_config_says_so(tiny, stores):
+    from emolib.activations import from_config
+    from emolib.config import VectorsConfig
+
+    corpus = _corpus(stores)
+    cfg = VectorsConfig(notebook="x", token_offset=2, emotions=EMOTIONS, chunked=True, profile_rounds=3)
+    ca = from_config(tiny, corpus, cfg, [2], progress=False, rounds=cfg.profile_subset())
+    assert ca.settings["chunked"] is True and store.COUNTS["computed"] == 2  # one story chunk, one neutral
+    assert len(ca.stories) == 3 * len(EMOTIONS)
+    plain = from_config(tiny, corpus, VectorsConfig(notebook="x", token_offset=2), [2], progress=False)
+    assert "chunked" not in plain.settings and len(plain.stories) == 5 * len(EMOTIONS)

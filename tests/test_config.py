@@ -87,3 +87,20 @@ def test_spaced_layers_end_at_the_last_and_hold_the_default():
         assert got == sorted(set(got)) and got[0] >= 0
     with pytest.raises(ValueError):
         spaced_layers(0)
+
+
+def test_profile_rounds_read_the_corpus_at_the_analysed_layer_and_the_profile_on_a_subset():
+    full = VectorsConfig(notebook="x")
+    assert full.analysis_layers(30) == full.sweep_layers(30) == list(range(30))
+    assert full.profile_subset() is None and full.chunked is False
+    big = VectorsConfig(notebook="x", profile_rounds=6, chunked=True)
+    assert big.analysis_layers(30) == [20] and big.analysis_layers(30, (12,)) == [12, 20]
+    assert big.sweep_layers(30) == spaced_layers(30) and big.profile_subset() == 6
+    quick = VectorsConfig(notebook="x", profile_rounds=6, quick=True)  # quick runs keep their few layers
+    assert quick.analysis_layers(30) == quick.sweep_layers(30) == quick_layers(30)
+    assert quick.profile_subset() is None
+    for bad in (1, 2.5, True, "6"):
+        with pytest.raises(ValueError, match="profile_rounds"):
+            VectorsConfig(notebook="x", profile_rounds=bad)
+    with pytest.raises(ValueError, match="chunked"):
+        VectorsConfig(notebook="x", chunked="yes")
