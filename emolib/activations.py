@@ -280,20 +280,25 @@ def fill_store(
     neutral_offset: int = 1,
     shard: tuple[int, int] | None = None,
     rounds: int | None = None,
+    kinds: Sequence[str] = ("story", "neutral"),
     progress: bool = True,
 ) -> None:
     """Compute the stored chunks of :func:`corpus_activations` (``chunked=True``, every emotion; every story,
     or those of the first ``rounds`` rounds), or with ``shard=(i, n)`` the i-th of every n chunks, so that n
-    processes can share the work."""
+    processes can share the work. ``kinds``: the stories, the neutral dialogues or both."""
     if shard is not None and not (0 <= shard[0] < shard[1]):
         raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}")
+    if not kinds or set(kinds) - {"story", "neutral"}:
+        raise ValueError(f"kinds must name 'story' and/or 'neutral', got {kinds!r}")
     mask = TokenMask(start=token_offset)
     names = tuple(corpus.emotions)
     stories, exclude, _ = _story_rows(model, corpus, names, mask, mask_leaks, None, MAX_TOKENS, rounds)
     common = dict(batch_size=16, max_tokens=MAX_TOKENS, progress=progress, shard=shard)
-    _chunked_means(model, stories, list(layers), mask, exclude, "story", **common)
-    nmask = TokenMask(start=neutral_offset)
-    _chunked_means(model, corpus.usable_neutral(), list(layers), nmask, None, "neutral", **common)
+    if "story" in kinds:
+        _chunked_means(model, stories, list(layers), mask, exclude, "story", **common)
+    if "neutral" in kinds:
+        nmask = TokenMask(start=neutral_offset)
+        _chunked_means(model, corpus.usable_neutral(), list(layers), nmask, None, "neutral", **common)
 
 
 if __name__ == "__main__":  # python -m emolib.activations --layers default --shard 0/2
@@ -315,6 +320,7 @@ if __name__ == "__main__":  # python -m emolib.activations --layers default --sh
     ap.add_argument("--token-offset", type=int, default=50)
     ap.add_argument("--no-mask-leaks", action="store_true")
     ap.add_argument("--shard", default=None, metavar="I/N", help="the I-th of every N chunks")
+    ap.add_argument("--kinds", default="story,neutral", help="story, neutral or both (comma-separated)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
     a = ap.parse_args()
@@ -331,5 +337,6 @@ if __name__ == "__main__":  # python -m emolib.activations --layers default --sh
     layers = named[a.layers] if a.layers in named else [int(x) for x in a.layers.split(",")]
     corpus = load_corpus(a.corpus or corpus_dir_for(a.model), load_emotions())
     recipe = dict(token_offset=a.token_offset, mask_leaks=not a.no_mask_leaks)
-    fill_store(m, corpus, layers, **recipe, shard=shard, rounds=a.rounds)
+    kinds = tuple(k.strip() for k in a.kinds.split(","))
+    fill_store(m, corpus, layers, **recipe, shard=shard, rounds=a.rounds, kinds=kinds)
     print(f"{a.model}: stored chunks at layers {layers} ({store.summary()})")

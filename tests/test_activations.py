@@ -104,6 +104,11 @@ def test_chunks_do_not_depend_on_row_order_and_shards_fill_them(tiny, stores):
     assert np.array_equal(b.acts[2], a.acts[2][rows])
     with pytest.raises(ValueError, match="shard"):
         A.fill_store(tiny, corpus, [2], shard=(2, 2))
+    with pytest.raises(ValueError, match="kinds"):
+        A.fill_store(tiny, corpus, [2], kinds=("stories",))
+    store.COUNTS.clear()
+    A.fill_store(tiny, corpus, [1], token_offset=2, kinds=("neutral",), progress=False)
+    assert store.COUNTS["computed"] == 1  # the neutral block only
 
 
 def test_chunk_means_keeps_float32_when_float16_would_overflow(tiny, stores, monkeypatch):
