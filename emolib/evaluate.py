@@ -70,15 +70,33 @@ def corpus_report(corpus: Any, tokenizer: Any, token_offset: int) -> CorpusRepor
     )
 
 
-def save_vectors(ca: Any, cfg: Any, folder: str | Path) -> dict[int, Any]:
+def save_vectors(ca: Any, cfg: Any, folder: str | Path, *, profile: Any = None) -> dict[int, Any]:
     """Fit (:func:`emolib.vectors.vectors_for_layer`) and save the vectors of every layer of ``ca`` with
-    ``cfg.recipe()``; the sidecars record the corpus hash, offset, masking, denoising and weights hash."""
+    ``cfg.recipe()``; the sidecars record the corpus hash, offset, masking, denoising and weights hash.
+    ``profile`` (:func:`profile_activations`), when it is not ``ca``: its vectors go to the sibling folder
+    ``vectors_profile`` (chapter 02 reads its layer profile there). Returns ``ca``'s vectors."""
     from .vectors import vectors_for_layer
 
     out = {L: vectors_for_layer(ca, L, cfg.recipe()) for L in ca.layers}
     for v in out.values():
         v.save(folder)
+    if profile is not None and profile is not ca:
+        for L in profile.layers:
+            vectors_for_layer(profile, L, cfg.recipe()).save(Path(folder).parent / "vectors_profile")
     return out
+
+
+def profile_activations(model: Any, corpus: Any, cfg: Any, ca: Any, *, progress: bool = False) -> Any:
+    """The activations behind the layer profile: ``ca`` itself when it holds every swept layer, else the
+    stories of the first ``cfg.profile_rounds`` rounds at ``cfg.sweep_layers`` (a corpus too large to read at
+    every layer; see :class:`emolib.config.VectorsConfig`)."""
+    from .activations import from_config
+
+    rounds = cfg.profile_subset()
+    if rounds is None:
+        return ca
+    layers = cfg.sweep_layers(model.info.n_layers)
+    return from_config(model, corpus, cfg, layers, progress=progress, rounds=rounds)
 
 
 # --- logit lens ----------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ Every result has ``metrics() -> dict`` with flat keys (``<name>``, ``_ci_low``, 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -98,6 +98,12 @@ class GeometryData:
     fitted: dict[int, Any]  # layer -> FittedVectors (refit on the cached activations)
     ratings: Any  # emolib.ratings.RatingsJoin
     refit_min_cosine: float
+    profile: GeometryData | None = None  # the layer profile when read on a subset (profile_rounds)
+
+    @property
+    def across(self) -> GeometryData:
+        """What the across-layers analyses read: the profile subset, or this data when it holds every layer."""
+        return self.profile if self.profile is not None else self
 
     @property
     def emotions(self) -> tuple[str, ...]:
@@ -133,6 +139,8 @@ class GeometryData:
             "geometry_n_stories": int(len(self.acts.labels)),
             "geometry_refit_min_cosine": self.refit_min_cosine,
             "n_denoise_pcs_geometry": int(self.fitted[self.layer].components.shape[0]),
+            "geometry_profile_n_stories": int(len(self.across.acts.labels)),
+            "geometry_profile_layers": ", ".join(str(L) for L in self.across.layers),
         }
 
 
@@ -160,20 +168,36 @@ def load_geometry_data(
     from .corpus import corpus_dir_for, load_corpus
     from .ratings import join_ratings
     from .stimuli import load_emotions
-    from .vectors import CHECKED_SETTINGS, fit_vectors, load_checked
 
     model = model if model is not None else cfg.load_model()
     n_layers = int(model.info.n_layers)
     layer = cfg.resolve_layer(n_layers, run.metrics())
-    layers = cfg.sweep_layers(n_layers, (layer,))
     corpus = load_corpus(corpus_dir_for(cfg.model), load_emotions())
-    ca = from_config(model, corpus, cfg, layers, progress=progress)
+    ca = from_config(model, corpus, cfg, cfg.analysis_layers(n_layers, (layer,)), progress=progress)
+    ratings = join_ratings(list(ca.emotions))
+    data = _checked_data(cfg, ca, run.out / "vectors", layer, n_layers, ratings)
+    if cfg.profile_subset() is None:
+        return data
+    layers = cfg.sweep_layers(n_layers, (layer,))
+    pca = from_config(model, corpus, cfg, layers, progress=progress, rounds=cfg.profile_subset())
+    profile = _checked_data(cfg, pca, run.out / "vectors_profile", layer, n_layers, ratings)
+    worst = min(data.refit_min_cosine, profile.refit_min_cosine)
+    return replace(data, profile=profile, refit_min_cosine=worst)
+
+
+def _checked_data(
+    cfg: GeometryConfig, ca: Any, folder: Any, layer: int, n_layers: int, ratings: Any
+) -> GeometryData:
+    """Chapter 01's vectors in ``folder`` for every layer of ``ca``, checked against this chapter's recipe
+    and against a refit on ``ca``."""
+    from .vectors import CHECKED_SETTINGS, fit_vectors, load_checked
+
     expected = {**ca.settings, **cfg.recipe()}
     expected = {k: expected[k] for k in CHECKED_SETTINGS if k in expected}
     recipe = cfg.recipe()
     vectors, fitted, worst = {}, {}, 1.0
-    for L in layers:
-        v = load_checked(run.out / "vectors", L, expected, producer=PRODUCER)
+    for L in ca.layers:
+        v = load_checked(folder, L, expected, producer=PRODUCER)
         if tuple(v.emotions) != tuple(ca.emotions):
             raise ValueError(
                 f"The vectors of layer {L} hold {len(v.emotions)} emotions, this run "
@@ -189,9 +213,7 @@ def load_geometry_data(
         )
         worst = min(worst, check_refit(v.vectors.double().numpy(), f.vectors, layer=L))
         vectors[L], fitted[L] = v, f
-    return GeometryData(
-        layer, list(layers), n_layers, ca, vectors, fitted, join_ratings(list(ca.emotions)), worst
-    )
+    return GeometryData(layer, list(ca.layers), n_layers, ca, vectors, fitted, ratings, worst)
 
 
 # ---------------------------------------------------------------------------------------- analyses
@@ -480,13 +502,16 @@ class ReadoutReport:
 
 
 def analyse_readout(data: GeometryData, cfg: GeometryConfig) -> ReadoutReport:
+    """The ridge readout at the analysed layer (every story) and across the profile's layers."""
     pos = data.positions
     fits: dict[tuple[int, str], ReadoutFit] = {}
-    for L in data.layers:
+    prof = data.across
+    for L in prof.layers:
         for name, y in (("valence", data.valence), ("arousal", data.arousal)):
             fits[L, name] = ridge_readout(
-                data.V(L)[pos], y, n_folds=cfg.n_readout_folds, n_perm=cfg.n_perm, seed=cfg.seed
+                prof.V(L)[pos], y, n_folds=cfg.n_readout_folds, n_perm=cfg.n_perm, seed=cfg.seed
             )
+    curve_layers = list(prof.layers)
     curve = pd.DataFrame(
         [
             {
@@ -497,14 +522,19 @@ def analyse_readout(data: GeometryData, cfg: GeometryConfig) -> ReadoutReport:
                     for k in ("r", "null95")
                 },
             }
-            for L in data.layers
+            for L in curve_layers
         ]
     ).set_index("layer")
     best = int(curve["valence_readout_r"].idxmax())
     null_matrix = np.column_stack(
-        [fits[L, "valence"].null for L in data.layers]
+        [fits[L, "valence"].null for L in curve_layers]
     )  # same shuffles at every layer
     L = data.layer
+    if prof is not data:  # the headline reads the vectors fitted on every story
+        for name, y in (("valence", data.valence), ("arousal", data.arousal)):
+            fits[L, name] = ridge_readout(
+                data.V(L)[pos], y, n_folds=cfg.n_readout_folds, n_perm=cfg.n_perm, seed=cfg.seed
+            )
     cis = [
         pearson_ci(fits[L, n].pred, y, n_boot=cfg.n_boot, n_perm=1, seed=cfg.seed, unit="emotion")
         for n, y in (("valence", data.valence), ("arousal", data.arousal))
@@ -665,7 +695,9 @@ class LayerReport:
 
 
 def analyse_layers(data: GeometryData, cfg: GeometryConfig) -> LayerReport:
+    """PC1-valence and PC2-arousal across the profile's layers, each with its story-label shuffle band."""
     rows, nulls = [], []
+    data = data.across
     for L in data.layers:
         g = geo.rating_geometry(
             data.V(L), data.positions, data.valence, data.arousal, n_boot=1, n_perm=1, seed=cfg.seed

@@ -379,6 +379,7 @@ class LayerSweep:
             "sweep_best_top1_cv_p": float(bp),
             "sweep_best_top1_cv_p_text": bp.text(),
             "sweep_n_perm": int(self.null_hits.shape[0]),
+            "sweep_n_stories": int(self.n),
             "heldout_top1_cv_by_layer": {str(L): float(v) for L, v in zip(self.layers, self.top1)},
         }
 
@@ -426,6 +427,17 @@ def sweep(
         cfg.n_boot,
         cfg.seed,
     )
+
+
+def headline_and_profile(ca: Any, profile: Any, cfg: Any, n_layers: int) -> tuple[LayerSweep, Recognition]:
+    """The layer profile (:func:`sweep` over ``profile``) and the recognition at the default layer on every
+    story of ``ca``: the profile's own entry when ``profile`` is ``ca``, else a sweep of ``ca`` at that layer
+    alone (its shuffled-label null drawn there)."""
+    prof = sweep(profile, cfg, n_layers=n_layers)
+    L0 = default_layer(n_layers)
+    if profile is ca:
+        return prof, prof.at(L0)
+    return prof, sweep(ca, cfg, layers=[L0], n_layers=n_layers).at(L0)
 
 
 def cv_recognition(

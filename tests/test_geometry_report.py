@@ -264,3 +264,69 @@ def test_grand_mean_is_what_emotion_means_subtracts():
     naive = np.stack([acts[labels == e].mean(0) for e in range(3)])
     assert np.allclose(grand_mean(acts, labels), naive.mean(0))
     assert np.allclose(emotion_means(acts, labels) + grand_mean(acts, labels), naive)
+
+
+def test_geometry_reads_the_profile_on_a_subset_and_the_headline_on_every_story(tiny, tmp_path, monkeypatch):
+    """Chapter 01 then chapter 02 with profile_rounds: the analysed layer holds every story, the
+    across-layers analyses read the subset's vectors (saved in vectors_profile, checked against a refit)."""
+    import types
+
+    import pandas as pd
+
+    from emolib import corpus as corpus_mod
+    from emolib import evaluate
+    from emolib.activations import from_config
+    from emolib.config import default_layer
+    from emolib.corpus import Corpus
+
+    monkeypatch.setenv("EMOLIB_STORE", "on")
+    monkeypatch.setenv("EMOLIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("EMOLIB_STORE_DIR", str(tmp_path / "committed"))
+    emotions = ("afraid", "angry", "calm", "happy", "sad", "nervous", "loving", "hostile", "bored", "proud")
+    rows = [
+        {
+            "id": f"story-{i:03d}-{j:03d}",
+            "emotion": e,
+            "text": f"On day {j} of the trip the {e} traveller wrote home about the weather and the food.",
+            "topic_index": j,
+            "degenerate": None,
+        }
+        for j in range(5)
+        for i, e in enumerate(emotions)
+    ]
+    neutral = [
+        {
+            "id": f"neutral-{k:04d}",
+            "text": f"Human: What is {k} times 3? Assistant: {3 * k}.",
+            "degenerate": None,
+        }
+        for k in range(8)
+    ]
+    corpus = Corpus(
+        pd.DataFrame(rows), pd.DataFrame(neutral).assign(emotion_words=[[]] * 8), emotions, "ef" * 8, tmp_path
+    )
+    monkeypatch.setattr(corpus_mod, "load_corpus", lambda folder, names: corpus)
+    kw = dict(
+        notebook="x", model=str(tiny.info.name), token_offset=2, emotions=emotions, n_boot=20, n_perm=20
+    )
+    cfg = gr.GeometryConfig(**kw, n_null=3, n_label_perm=3, n_story_boot=3, n_readout_folds=2, n_clusters=2,
+                            n_extreme=2, profile_rounds=3, chunked=True)  # fmt: skip
+    n = tiny.info.n_layers
+    L0 = default_layer(n)
+    ca = from_config(tiny, corpus, cfg, cfg.analysis_layers(n), progress=False)
+    profile = evaluate.profile_activations(tiny, corpus, cfg, ca)
+    assert ca.layers == [L0] and profile.layers == cfg.sweep_layers(n) and len(profile.stories) == 30
+    evaluate.save_vectors(ca, cfg, tmp_path / "run" / "vectors", profile=profile)
+    run = types.SimpleNamespace(out=tmp_path / "run", metrics=lambda: {})
+    data = gr.load_geometry_data(cfg, run, model=tiny)
+    assert data.layers == [L0] and len(data.acts.labels) == 50
+    assert data.across.layers == profile.layers and len(data.across.acts.labels) == 30
+    m = data.metrics()
+    assert m["geometry_n_stories"] == 50 and m["geometry_profile_n_stories"] == 30
+    assert data.refit_min_cosine > 1 - 1e-4
+    layers = gr.analyse_layers(data, cfg)
+    assert list(layers.curve.index) == profile.layers
+    readout = gr.analyse_readout(data, cfg)
+    assert list(readout.curve.index) == profile.layers and readout.layer == L0
+    full = gr.ridge_readout(data.V()[data.positions], data.valence, n_folds=2, n_perm=20, seed=cfg.seed)
+    assert readout.valence.r == pytest.approx(full.r)  # the headline reads the vectors of every story

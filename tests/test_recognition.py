@@ -15,6 +15,7 @@ from emolib.recognition import (
     bow_features,
     cv_recognition,
     difference,
+    headline_and_profile,
     reliability,
     split_half,
     sweep,
@@ -189,3 +190,29 @@ def test_topic_centering_removes_a_planted_topic_effect():
     assert m["split_half_cosine_topic_centered"] > m["split_half_cosine"]
     assert list(rel.curve["per_half"]) == [2, 5, 10]
     assert "heldout_top1_cv_topic_centered" in m and "split_half_cosine_no_denoise_ci_low" in m
+
+
+def test_headline_on_every_story_and_the_layer_profile_on_a_subset():
+    ca = planted(n_per=20)
+    same_sweep, same_rec = headline_and_profile(ca, ca, cfg(), n_layers=4)
+    assert same_sweep.layers == (0, 1, 2, 3) and len(same_rec.truth) == len(ca.stories)
+    keep = ca.stories.groupby("emotion", sort=False).head(8).index.to_numpy()
+    sub = CorpusActivations(
+        ca.stories.loc[keep].reset_index(drop=True),
+        {L: ca.acts[L][keep] for L in (0, 2)},
+        {L: ca.neutral[L] for L in (0, 2)},
+        EMO,
+        0,
+        {},
+    )
+    full = CorpusActivations(ca.stories, {3: ca.acts[3]}, {3: ca.neutral[3]}, EMO, 0, {})
+    with pytest.raises(ValueError, match="default layer"):
+        headline_and_profile(full, sub, cfg(), n_layers=4)  # the profile must hold the default layer
+    sub = CorpusActivations(
+        sub.stories, {**sub.acts, 3: ca.acts[3][keep]}, {**sub.neutral, 3: ca.neutral[3]}, EMO, 0, {}
+    )
+    prof, rec = headline_and_profile(full, sub, cfg(), n_layers=4)
+    assert prof.layers == (0, 2, 3) and prof.n == 8 * len(EMO)
+    assert prof.metrics()["sweep_n_stories"] == 8 * len(EMO)
+    assert len(rec.truth) == len(ca.stories)  # the headline reads every story
+    assert rec.top1 == same_rec.top1 and rec.p.at_floor
