@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from . import __version__, store
 from .constants import DATA_DIR
 from .corpus import _append, degenerate_reason, generate_batch, pending_batches, read_jsonl
 from .generate import Sampling
@@ -322,13 +322,28 @@ def chat_loss(
 ) -> float:
     """Mean cross-entropy per assistant token (EOS included where the response ended) on ``dialogues`` in the plain chat format:
     the held-out check that a model became a chat model. ``model``: a transformers model or an
-    :class:`emolib.models.LoadedModel`."""
+    :class:`emolib.models.LoadedModel`; a LoadedModel read with its own tokenizer goes through the result
+    store (:mod:`emolib.store`, keyed by its weights hash and the dialogues), so a rebuild of chapter 05 reads
+    the loss instead of running the held-out dialogues through both models again."""
+    ds = tuple(d if isinstance(d, Dialogue) else Dialogue("", *d) for d in dialogues)
+    if not ds:
+        raise ValueError("No dialogues to score")
+    if getattr(model, "info", None) is not None and getattr(model, "tokenizer", None) is tokenizer:
+        return float(_stored_chat_loss(model, ds, batch_size, max_len)[0])
+    return _chat_loss(model, tokenizer, ds, batch_size, max_len)
+
+
+@store.memo("chat_loss", version=1)
+def _stored_chat_loss(
+    model: Any, dialogues: tuple[Dialogue, ...], batch_size: int, max_len: int
+) -> np.ndarray:
+    return np.array([_chat_loss(model, model.tokenizer, dialogues, batch_size, max_len)])
+
+
+def _chat_loss(model: Any, tokenizer: Any, ds: Sequence[Dialogue], batch_size: int, max_len: int) -> float:
     import torch
 
     hf = getattr(model, "hf_model", model)
-    ds = [d if isinstance(d, Dialogue) else Dialogue("", *d) for d in dialogues]
-    if not ds:
-        raise ValueError("No dialogues to score")
     exs = [encode_dialogue(tokenizer, d.prompt, d.response, max_len=max_len, ended=d.ended) for d in ds]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     total, n = 0.0, 0

@@ -336,3 +336,21 @@ def test_run_data_writes_provenance(tiny, tmp_path):
     assert prov["sft_sha256"] == pt.file_sha256(out / pt.SFT_FILE)
     assert prov["prompts_file"] == "data/prompts/posttrain_prompts.json"
     assert len(pt.load_sft(out / pt.SFT_FILE, usable_only=False)) == 6
+
+
+def test_chat_loss_of_a_loaded_model_is_stored_and_read_back(tiny, tmp_path, monkeypatch):
+    from emolib import store
+
+    monkeypatch.setenv("EMOLIB_STORE", "on")
+    monkeypatch.setenv("EMOLIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("EMOLIB_STORE_DIR", str(tmp_path / "committed"))
+    store.COUNTS.clear()
+    direct = pt.chat_loss(tiny.hf_model, tiny.tokenizer, DATA)  # a bare transformers model: no store
+    assert store.COUNTS["computed"] == 0
+    first = pt.chat_loss(tiny, tiny.tokenizer, DATA)
+    again = pt.chat_loss(tiny, tiny.tokenizer, DATA)
+    assert store.COUNTS["computed"] == 1 and store.COUNTS["cache"] == 1
+    assert first == again == direct
+    pt.chat_loss(tiny, tiny.tokenizer, DATA[:1])  # other dialogues: another entry
+    assert store.COUNTS["computed"] == 2
+    store.COUNTS.clear()
