@@ -504,7 +504,9 @@ def run_corpus(
     Stories use the first ``n_topics`` of the paper's topics in a crossed design (see :func:`build_jobs`);
     neutral dialogues use our practical subjects (``data/neutral_subjects.json``). A folder that already
     holds a corpus made with other settings is an error, never silently extended; the one change allowed is
-    a larger ``n_neutral_extra`` (more neutral dialogues after the stories: no earlier batch changes)."""
+    a larger ``n_neutral_extra`` (more neutral dialogues after the stories: no earlier batch changes; when
+    it is raised a second time, keep the previous value a multiple of the batch size, or its last batch
+    would gain jobs and differ from the one on disk)."""
     from .constants import EMOTIONS_FILE, NEUTRAL_SUBJECTS_FILE, TOPICS_FILE
     from .models import load_model
     from .stimuli import file_sha256, load_emotions, load_topics
