@@ -25,6 +25,7 @@ import importlib.metadata as md
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -365,9 +366,10 @@ def packaged_dir(name: str) -> Path:
     if (out / "emolib_done.json").exists():
         return out
     gguf_dir, gguf_file = pm.locate()
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    # A folder of this process's own: two processes converting at once (two shards filling the store) must
+    # not write into or delete each other's files; the first to finish wins, the other's copy is dropped.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=out.name + ".partial-"))
     tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file, local_files_only=True)
     q = AutoModelForCausalLM.from_pretrained(
         gguf_dir, gguf_file=gguf_file, dtype=torch.float32, local_files_only=True
@@ -386,8 +388,16 @@ def packaged_dir(name: str) -> Path:
     (tmp / "emolib_done.json").write_text(
         json.dumps({"source": pm.description, "gguf": gguf_file, "hf_name": pm.hf_name}, indent=1)
     )
+    if (out / "emolib_done.json").exists():  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+        return out
     shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    try:
+        tmp.rename(out)
+    except OSError:  # lost the race between the check and the rename
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (out / "emolib_done.json").exists():
+            raise
     return out
 
 

@@ -261,3 +261,24 @@ def test_without_bridge_same_weights_hash_and_logits(tiny, tiny_dir):
         a = plain.hf_model(input_ids=ids).logits
         b = tiny.bridge(ids)
     assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_packaged_conversion_survives_two_processes_at_once(tmp_path):
+    """Two shards filling the store may both find the packaged model unconverted: each converts into a
+    folder of its own and both end with the same converted model, no partial folder left behind."""
+    import subprocess
+    import sys
+
+    code = "from emolib.models import packaged_dir; print(packaged_dir('smollm2-135m-instruct'))"
+    env = {**os.environ, "EMOLIB_CACHE": str(tmp_path), "OMP_NUM_THREADS": "1", **offline_env()}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err.decode()[-2000:]
+    folder = tmp_path / "models" / "smollm2-135m-instruct"
+    assert {o.decode().strip() for o, _ in outs} == {str(folder)}
+    assert (folder / "emolib_done.json").exists()
+    assert [p.name for p in folder.parent.iterdir()] == ["smollm2-135m-instruct"]
