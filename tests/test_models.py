@@ -272,7 +272,9 @@ def test_packaged_conversion_survives_two_processes_at_once(tmp_path):
     code = "from emolib.models import packaged_dir; print(packaged_dir('smollm2-135m-instruct'))"
     env = {**os.environ, "EMOLIB_CACHE": str(tmp_path), "OMP_NUM_THREADS": "1", **offline_env()}
     procs = [
-        subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         for _ in range(2)
     ]
     outs = [p.communicate(timeout=600) for p in procs]
