@@ -9,7 +9,8 @@ token left after the offset (within the extraction's ``max_tokens``) are dropped
 tokens) takes hours to read on a CPU, so the per-story means can come from :mod:`emolib.store` in chunks:
 stories grouped by round (story ``j`` of every emotion; :data:`ROUNDS_PER_CHUNK` rounds per chunk, so each
 chunk covers every emotion alike) and neutral dialogues in blocks of :data:`NEUTRAL_PER_CHUNK`. Each chunk is
-one store entry keyed by the model's weights, the chunk's texts, the layers and the mask, so a chunk computed
+one store entry keyed by the model's weights, the chunk's texts, the layers and the mask (the whole corpus one
+layer per entry, a layer profile on its first rounds every layer in one entry: :func:`layer_groups`), so a chunk computed
 once (by the maintainers, committed under ``data/store/story_means``, or by this machine) is never computed
 again, a corpus that grows keeps its finished chunks, and ``python -m emolib.activations --shard I/N`` lets
 one process per core fill the chunks of one corpus. Chunks hold the means in float16 (relative rounding
@@ -98,8 +99,10 @@ def corpus_activations(
     nmask = TokenMask(start=neutral_offset)
     common = dict(batch_size=batch_size, max_tokens=max_tokens, progress=progress)
     if chunked:
-        means = _chunked_means(model, stories, list(layers), mask, exclude, "story", **common)
-        nmeans = _chunked_means(model, neutral, list(layers), nmask, None, "neutral", **common)
+        means, nmeans = {}, {}
+        for group in layer_groups(layers, rounds):
+            means.update(_chunked_means(model, stories, group, mask, exclude, "story", **common))
+            nmeans.update(_chunked_means(model, neutral, group, nmask, None, "neutral", **common))
     else:
         acts = extract(model, list(stories["text"]), list(layers), mask=mask, exclude=exclude, **common)
         nacts = extract(model, list(neutral["text"]), list(layers), mask=nmask, **common)
@@ -116,6 +119,13 @@ def corpus_activations(
         **({"chunked": True} if chunked else {}),  # the means were rounded to float16 (module docstring)
     }
     return CorpusActivations(stories, means, nmeans, names, n_short, settings)
+
+
+def layer_groups(layers: Sequence[int], rounds: int | None) -> list[list[int]]:
+    """The layers that share a stored chunk: one layer per chunk for the whole corpus (a chapter that needs
+    one more layer computes only that layer, the others are read), every layer in one chunk for the first
+    ``rounds`` rounds (the layer profile: one pass reads its many layers)."""
+    return [[L] for L in layers] if rounds is None else [list(layers)]
 
 
 def _story_rows(
@@ -294,11 +304,12 @@ def fill_store(
     names = tuple(corpus.emotions)
     stories, exclude, _ = _story_rows(model, corpus, names, mask, mask_leaks, None, MAX_TOKENS, rounds)
     common = dict(batch_size=16, max_tokens=MAX_TOKENS, progress=progress, shard=shard)
-    if "story" in kinds:
-        _chunked_means(model, stories, list(layers), mask, exclude, "story", **common)
-    if "neutral" in kinds:
-        nmask = TokenMask(start=neutral_offset)
-        _chunked_means(model, corpus.usable_neutral(), list(layers), nmask, None, "neutral", **common)
+    for group in layer_groups(layers, rounds):
+        if "story" in kinds:
+            _chunked_means(model, stories, group, mask, exclude, "story", **common)
+        if "neutral" in kinds:
+            nmask = TokenMask(start=neutral_offset)
+            _chunked_means(model, corpus.usable_neutral(), group, nmask, None, "neutral", **common)
 
 
 if __name__ == "__main__":  # python -m emolib.activations --layers default --shard 0/2

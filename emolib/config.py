@@ -37,6 +37,12 @@ def default_layer(n_layers: int) -> int:
     return min(round(2 * n_layers / 3), n_layers - 1)
 
 
+def trace_read_layer(n_layers: int) -> int:
+    """The layer chapter 03 reads a steered trace at: four layers above :func:`default_layer` (the steering
+    layer), so the reading is not the added vector itself; chapter 01 saves vectors there too."""
+    return min(default_layer(n_layers) + 4, n_layers - 1)
+
+
 def topic_fold(topic_index: Any, n_folds: int = N_FOLDS) -> Any:
     """Cross-validation fold of a story (or array of stories): its topic index mod ``n_folds``."""
     return topic_index % n_folds
@@ -213,11 +219,12 @@ class VectorsConfig(RunConfig):
         return list(range(n_layers))
 
     def analysis_layers(self, n_layers: int, extra: tuple[int, ...] = ()) -> list[int]:
-        """Layers read on every story: the swept layers, or only the default layer (and ``extra``) when the
-        layer profile is read on a subset (``profile_rounds``)."""
+        """Layers read on every story: the swept layers, or only the default layer, chapter 03's trace read
+        layer (:func:`trace_read_layer`) and ``extra`` when the layer profile is read on a subset
+        (``profile_rounds``)."""
         if self.quick or self.profile_rounds is None:
             return self.sweep_layers(n_layers, extra)
-        return sorted({default_layer(n_layers), *extra})
+        return sorted({default_layer(n_layers), trace_read_layer(n_layers), *extra})
 
     def profile_subset(self) -> int | None:
         """The rounds the layer profile reads (None: every story, as :meth:`analysis_layers`)."""

@@ -55,18 +55,27 @@ def read_metrics(model: str, root: str | Path | None = None) -> dict[str, Any]:
 
 
 def write_metrics(model: str, updates: dict[str, Any], root: str | Path | None = None) -> Path:
-    """Merge ``updates`` into metrics.json (nested ``_provenance`` merged one level deep)."""
+    """Merge ``updates`` into metrics.json (nested ``_provenance`` merged one level deep). Chapters of one
+    model may run at once (two papermill jobs): the read-merge-write holds an exclusive lock on a sidecar
+    file, and each writer goes through a temporary file of its own, so no process loses another's keys."""
+    import fcntl
+    import tempfile
+
     path = results_dir(model, root) / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = read_metrics(model, root)
-    for k, v in _plain(updates).items():
-        if k == "_provenance" and isinstance(v, dict):
-            data.setdefault("_provenance", {}).update(v)
-        else:
-            data[k] = v
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    plain = _plain(updates)
+    with open(path.with_name("metrics.json.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = read_metrics(model, root)
+        for k, v in plain.items():
+            if k == "_provenance" and isinstance(v, dict):
+                data.setdefault("_provenance", {}).update(v)
+            else:
+                data[k] = v
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="metrics.", suffix=".json.tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
     return path
 
 

@@ -67,7 +67,7 @@ def test_chunked_means_match_a_direct_extraction_and_are_read_back(tiny, stores)
     kw = dict(token_offset=2, progress=False)
     direct = A.corpus_activations(tiny, corpus, [1, 2], **kw)
     got = A.corpus_activations(tiny, corpus, [1, 2], chunked=True, **kw)
-    assert store.COUNTS["computed"] == 3  # stories: rounds 0-2 and 3-4; neutral: one block
+    assert store.COUNTS["computed"] == 6  # per layer: stories rounds 0-2 and 3-4, one neutral block
     assert got.settings["chunked"] is True and "chunked" not in direct.settings
     assert got.stories["id"].tolist() == direct.stories["id"].tolist()
     for L in (1, 2):
@@ -76,10 +76,18 @@ def test_chunked_means_match_a_direct_extraction_and_are_read_back(tiny, stores)
             np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3 * np.abs(b).max())
             assert not np.array_equal(a, b)  # float16 rounding is real, so the check above means something
     again = A.corpus_activations(tiny, corpus, [1, 2], chunked=True, **kw)
-    assert store.COUNTS["computed"] == 3 and store.COUNTS["committed"] == 3  # write mode reads it first
+    assert store.COUNTS["computed"] == 6 and store.COUNTS["committed"] == 6  # write mode reads it first
     for L in (1, 2):
         assert np.array_equal(again.acts[L], got.acts[L])
-    assert len(list((stores / "committed" / "story_means").glob("*.safetensors"))) == 3
+    assert len(list((stores / "committed" / "story_means").glob("*.safetensors"))) == 6
+    store.COUNTS.clear()  # the whole corpus is stored a layer at a time: a layer alone is read back
+    one = A.corpus_activations(tiny, corpus, [2], chunked=True, **kw)
+    assert store.COUNTS["computed"] == 0 and np.array_equal(one.acts[2], got.acts[2])
+    prof = A.corpus_activations(tiny, corpus, [1, 2], chunked=True, rounds=3, **kw)
+    assert store.COUNTS["computed"] == 2  # a profile on the first rounds: every layer in one entry
+    assert A.layer_groups([1, 2], None) == [[1], [2]] and A.layer_groups([1, 2], 3) == [[1, 2]]
+    for L in (1, 2):
+        assert np.array_equal(prof.neutral[L], got.neutral[L])
 
 
 def test_chunks_do_not_depend_on_row_order_and_shards_fill_them(tiny, stores):

@@ -94,7 +94,7 @@ def test_profile_rounds_read_the_corpus_at_the_analysed_layer_and_the_profile_on
     assert full.analysis_layers(30) == full.sweep_layers(30) == list(range(30))
     assert full.profile_subset() is None and full.chunked is False
     big = VectorsConfig(notebook="x", profile_rounds=6, chunked=True)
-    assert big.analysis_layers(30) == [20] and big.analysis_layers(30, (12,)) == [12, 20]
+    assert big.analysis_layers(30) == [20, 24] and big.analysis_layers(30, (12,)) == [12, 20, 24]
     assert big.sweep_layers(30) == spaced_layers(30) and big.profile_subset() == 6
     quick = VectorsConfig(notebook="x", profile_rounds=6, quick=True)  # quick runs keep their few layers
     assert quick.analysis_layers(30) == quick.sweep_layers(30) == quick_layers(30)

@@ -88,3 +88,28 @@ def test_record_result_in_one_call(tmp_path):
     run = Run(VectorsConfig(notebook="nbY", model="m"), root=tmp_path, glue=False)
     run.record_result(_Result())
     assert {"x_r", "x_r_ci_low", "x_r_ci_high"} <= set(read_metrics("m", tmp_path))
+
+
+def _write_many(args):
+    import time
+
+    from emolib.results import write_metrics
+
+    root, tag, start = args
+    time.sleep(max(start - time.time(), 0))  # both processes begin together
+    for i in range(200):
+        write_metrics("m", {f"{tag}_{i}": i}, root)
+
+
+def test_concurrent_writers_lose_no_keys(tmp_path):
+    """Two chapters of one model running at once both merge into metrics.json: no key may be lost."""
+    import multiprocessing as mp
+    import time
+
+    from emolib.results import read_metrics
+
+    start = time.time() + 5
+    with mp.get_context("spawn").Pool(2) as pool:
+        pool.map(_write_many, [(str(tmp_path), "a", start), (str(tmp_path), "b", start)], chunksize=1)
+    got = read_metrics("m", tmp_path)
+    assert {f"{t}_{i}" for t in "ab" for i in range(200)} <= set(got)
