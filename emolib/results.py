@@ -98,6 +98,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _same_value(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b) or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+    except (TypeError, ValueError):  # arrays and the like: compare their JSON form
+        return json.dumps(a, default=str) == json.dumps(b, default=str)
+
+
 class Run:
     """One notebook run: seeds everything from its config, records the config as provenance, and puts
     numbers into the book (glue) and into metrics.json with one call each.
@@ -112,6 +119,7 @@ class Run:
         self.slug = config.slug
         self.root = root
         self.glue = glue
+        self._recorded: dict[str, Any] = {}
         seed_everything(config.seed)
         self.out = results_dir(self.slug, root)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -128,12 +136,19 @@ class Run:
         return read_metrics(self.slug, self.root)
 
     def record(self, key: str, value: Any, *, glue: bool | None = None) -> None:
-        """Glue ``value`` under ``key`` for the text, and merge it into metrics.json."""
+        """Glue ``value`` under ``key`` for the text, and merge it into metrics.json. A key recorded again
+        with the same value (e.g. by a typed result's ``metrics()`` after the notebook recorded it) is glued
+        once, since the book refuses duplicate glue keys; with another value it is an error."""
+        if key in self._recorded:
+            if not _same_value(self._recorded[key], value):
+                raise ValueError(f"{key!r} recorded twice with different values: {self._recorded[key]!r}, {value!r}")
+            return
         if (glue if glue is not None else self.glue) and not isinstance(value, (dict, list)):
             from myst_nb import glue as _glue
 
             _glue(key, _Text(value) if isinstance(value, str) else value, display=False)
         write_metrics(self.slug, {key: value}, self.root)
+        self._recorded[key] = value
 
     def record_result(self, result: Any) -> None:
         """Record every headline number of a typed result (its ``metrics()`` dict), in one call."""

@@ -90,6 +90,24 @@ def test_record_result_in_one_call(tmp_path):
     assert {"x_r", "x_r_ci_low", "x_r_ci_high"} <= set(read_metrics("m", tmp_path))
 
 
+def test_a_key_recorded_twice_is_glued_once(tmp_path, monkeypatch):
+    """The book build (-W) refuses a glue key seen twice in one page: a typed result's metrics() that repeat a
+    key the notebook already recorded must not glue it again, and a second, different value is an error."""
+    import myst_nb
+
+    glued = []
+    monkeypatch.setattr(myst_nb, "glue", lambda key, value, display=True: glued.append(key))
+    run = Run(VectorsConfig(notebook="nbZ", model="m"), root=tmp_path)
+    run.record("layer", 20)
+    run.record_result(_Result())
+    run.record("layer", 20)
+    run.record_result(_Result())
+    assert glued == ["layer", "x_r", "x_r_ci_low", "x_r_ci_high"]
+    with pytest.raises(ValueError, match="recorded twice with different values"):
+        run.record("layer", 21)
+    assert read_metrics("m", tmp_path)["layer"] == 20
+
+
 def _write_many(args):
     import time
 
