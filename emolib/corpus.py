@@ -498,8 +498,9 @@ def run_corpus(
     progress: bool = True,
     max_batches: int | None = None,
     shard: tuple[int, int] | None = None,
+    dtype: str = "float32",
 ) -> tuple[Path, GenerationReport]:
-    """Load the model (unless ``loaded`` is given), generate what is missing, write provenance.
+    """Load the model (unless ``loaded`` is given) in ``dtype``, generate what is missing, write provenance.
 
     Stories use the first ``n_topics`` of the paper's topics in a crossed design (see :func:`build_jobs`);
     neutral dialogues use our practical subjects (``data/neutral_subjects.json``). A folder that already
@@ -522,12 +523,14 @@ def run_corpus(
         "neutral_subjects_sha256": file_sha256(NEUTRAL_SUBJECTS_FILE),
         **({"n_neutral_extra": n_neutral_extra} if n_neutral_extra else {}),  # absent in older corpora
     }
-    _check_same_design(out, spec, sampling)
+    _check_same_design(out, spec, sampling, dtype=(loaded.info.dtype if loaded is not None else dtype))
     topics = load_topics()[:n_topics]
     subjects = load_topics(NEUTRAL_SUBJECTS_FILE)
     jobs = build_jobs(load_emotions(), topics, n_per_emotion, n_neutral, subjects, n_neutral_extra)
     n_main = len(jobs) - n_neutral_extra
-    m = loaded or load_model(model_name, bridge=False)  # sampling needs no hooks (see load_model)
+    m = loaded or load_model(
+        model_name, bridge=False, dtype=dtype
+    )  # sampling needs no hooks (see load_model)
     record = dict(model_info=m.info.to_dict(), sampling=sampling, jobs_spec=spec, n_jobs=len(jobs))
     write_provenance(out, **record)  # the settings are on disk before the first batch
     kw = dict(model_name=model_name, progress=progress, max_batches=max_batches, shard=shard)
@@ -578,11 +581,17 @@ def sort_in_job_order(path: str | Path, order: Sequence[str]) -> bool:
     return True
 
 
-def _check_same_design(out: Path, spec: dict[str, Any], sampling: Sampling) -> None:
+def _check_same_design(out: Path, spec: dict[str, Any], sampling: Sampling, dtype: str | None = None) -> None:
     prov_path = out / "provenance.json"
     if not (out / "corpus.jsonl").exists() or not prov_path.exists():
         return
     prov = json.loads(prov_path.read_text())
+    was = (prov.get("model") or {}).get("dtype")
+    if dtype is not None and was is not None and was != dtype:
+        raise ValueError(
+            f"{out} holds a corpus sampled in {was}; resuming it in {dtype} would mix two samplers. "
+            f"Pass --dtype {was} or choose another --out folder."
+        )
     old = {
         "jobs": prov.get("jobs"),
         "sampling": prov.get("sampling"),
@@ -617,6 +626,10 @@ if __name__ == "__main__":  # python -m emolib.corpus --model smollm2-135m-instr
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16"],
+        help="weights and activations while sampling (recorded in provenance.json; a resume must match)",
+    )  # fmt: skip
     ap.add_argument("--out", default=None)
     ap.add_argument(
         "--shard", default=None, metavar="I/N",
@@ -640,6 +653,7 @@ if __name__ == "__main__":  # python -m emolib.corpus --model smollm2-135m-instr
         sampling=s,
         out_dir=a.out,
         shard=shard,
+        dtype=a.dtype,
     )
     print(
         f"{path}: {rep.n_generated} new records, {rep.new_tokens} tokens in {rep.seconds:.0f} s "

@@ -100,7 +100,9 @@ def seed_everything(seed: int) -> None:
 
 def _same_value(a: Any, b: Any) -> bool:
     try:
-        return bool(a == b) or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+        return bool(a == b) or (
+            isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+        )
     except (TypeError, ValueError):  # arrays and the like: compare their JSON form
         return json.dumps(a, default=str) == json.dumps(b, default=str)
 
@@ -141,7 +143,9 @@ class Run:
         once, since the book refuses duplicate glue keys; with another value it is an error."""
         if key in self._recorded:
             if not _same_value(self._recorded[key], value):
-                raise ValueError(f"{key!r} recorded twice with different values: {self._recorded[key]!r}, {value!r}")
+                raise ValueError(
+                    f"{key!r} recorded twice with different values: {self._recorded[key]!r}, {value!r}"
+                )
             return
         if (glue if glue is not None else self.glue) and not isinstance(value, (dict, list)):
             from myst_nb import glue as _glue

@@ -269,3 +269,16 @@ def test_extra_neutral_dialogues_extend_a_finished_corpus_without_changing_it(ti
         run_corpus("tiny", n_neutral_extra=2, **kw)  # fewer than recorded: refused
     with pytest.raises(ValueError, match="other settings"):
         run_corpus("tiny", **{**kw, "n_neutral": 3})
+
+
+def test_resume_in_another_dtype_is_refused(tiny, tmp_path):
+    """A corpus sampled in one dtype is never resumed in another: the two halves would come from two samplers."""
+    from emolib.corpus import run_corpus
+
+    s = Sampling(max_new_tokens=3, batch_size=64, seed=1)
+    kw = dict(n_per_emotion=1, n_topics=1, n_neutral=2, sampling=s, progress=False, out_dir=tmp_path)
+    run_corpus("tiny", loaded=tiny, max_batches=1, **kw)
+    prov = json.loads((tmp_path / "provenance.json").read_text())
+    assert prov["model"]["dtype"] == "float32" and prov["complete"] is False
+    with pytest.raises(ValueError, match="sampled in float32"):
+        run_corpus("tiny", dtype="bfloat16", **kw)
