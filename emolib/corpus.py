@@ -528,9 +528,8 @@ def run_corpus(
     subjects = load_topics(NEUTRAL_SUBJECTS_FILE)
     jobs = build_jobs(load_emotions(), topics, n_per_emotion, n_neutral, subjects, n_neutral_extra)
     n_main = len(jobs) - n_neutral_extra
-    m = loaded or load_model(
-        model_name, bridge=False, dtype=dtype
-    )  # sampling needs no hooks (see load_model)
+    # sampling needs no hooks (see load_model)
+    m = loaded or load_model(model_name, bridge=False, dtype=dtype)
     record = dict(model_info=m.info.to_dict(), sampling=sampling, jobs_spec=spec, n_jobs=len(jobs))
     write_provenance(out, **record)  # the settings are on disk before the first batch
     kw = dict(model_name=model_name, progress=progress, max_batches=max_batches, shard=shard)

@@ -98,15 +98,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _same_value(a: Any, b: Any) -> bool:
-    try:
-        return bool(a == b) or (
-            isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
-        )
-    except (TypeError, ValueError):  # arrays and the like: compare their JSON form
-        return json.dumps(a, default=str) == json.dumps(b, default=str)
-
-
 class Run:
     """One notebook run: seeds everything from its config, records the config as provenance, and puts
     numbers into the book (glue) and into metrics.json with one call each.
@@ -141,10 +132,11 @@ class Run:
         """Glue ``value`` under ``key`` for the text, and merge it into metrics.json. A key recorded again
         with the same value (e.g. by a typed result's ``metrics()`` after the notebook recorded it) is glued
         once, since the book refuses duplicate glue keys; with another value it is an error."""
+        plain = _plain(value)  # what metrics.json holds: compared as such (arrays as lists, NaN as None)
         if key in self._recorded:
-            if not _same_value(self._recorded[key], value):
+            if self._recorded[key] != plain:
                 raise ValueError(
-                    f"{key!r} recorded twice with different values: {self._recorded[key]!r}, {value!r}"
+                    f"{key!r} recorded twice with different values: {self._recorded[key]!r}, {plain!r}"
                 )
             return
         if (glue if glue is not None else self.glue) and not isinstance(value, (dict, list)):
@@ -152,7 +144,7 @@ class Run:
 
             _glue(key, _Text(value) if isinstance(value, str) else value, display=False)
         write_metrics(self.slug, {key: value}, self.root)
-        self._recorded[key] = value
+        self._recorded[key] = plain
 
     def record_result(self, result: Any) -> None:
         """Record every headline number of a typed result (its ``metrics()`` dict), in one call."""
