@@ -120,13 +120,14 @@ class VLLMBackend:
     def generate(self, prompts: Sequence[str], sampling: Sampling, seed: int) -> list[Sample]:
         from .chat import encode
 
-        stops = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
+        stops = sampling.stop_ids(self.tokenizer)
         params = [
             self._vllm.SamplingParams(
                 temperature=sampling.temperature,
                 top_p=sampling.top_p,
                 top_k=sampling.top_k,
                 max_tokens=sampling.max_new_tokens,
+                min_tokens=sampling.min_new_tokens,
                 seed=int(seed) * 100_003 + i,
                 stop_token_ids=stops,
             )

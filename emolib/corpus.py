@@ -12,6 +12,7 @@ The prompt wording is our own.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import functools
 import hashlib
@@ -35,10 +36,9 @@ STORY_CHAT = (
     "feeling only through what the character does, what their body feels, what they say and what they "
     'think. Never write the word "{emotion}" or any synonym of it. End the story with a complete sentence.'
 )
-STORY_BASE = (
-    "The short story below is about this situation: {topic}. It is told in the {person} person. Its main "
-    "character feels {emotion}, and it shows in everything they do, say and think, although the word "
-    "itself never appears.\n\n"
+STORY_BASE = (  # a base model continues a document: a writing exercise whose story starts after a blank line
+    "Writing exercise: a one-paragraph story in the {person} person. Situation: {topic}. Feeling to convey "
+    "without naming it: {emotion}.\n\nStory:\n\n"
 )
 NEUTRAL_CHAT = (
     "Write a short conversation between a Human and an AI Assistant about this practical subject: {topic}. "
@@ -53,6 +53,8 @@ NEUTRAL_BASE = (
 PERSONS = ("first", "third")
 DEFAULT_SAMPLING = Sampling()
 CORPUS_SAMPLING = Sampling(batch_size=128, max_new_tokens=256)  # the settings of `python -m emolib.corpus`
+# A base model writes on past its story: it is stopped at its first paragraph break after 40 tokens.
+BASE_CORPUS_SAMPLING = Sampling(batch_size=64, max_new_tokens=200, min_new_tokens=40, stop_strings=("\n\n",))
 
 
 # Corpora made with earlier prompt wordings (the texts are in the git history at the named commit).
@@ -61,9 +63,22 @@ EARLIER_PROMPTS = {
 }
 
 
-def prompts_hash() -> str:
-    text = "\x1e".join([STORY_CHAT, STORY_BASE, NEUTRAL_CHAT, NEUTRAL_BASE, *PERSONS])
+def prompts_hash(chat: bool = True) -> str:
+    """Hash of the wording a model is given: the chat prompts for a model with a chat template, the
+    document openings for a base model."""
+    parts = [STORY_CHAT, NEUTRAL_CHAT] if chat else [STORY_BASE, NEUTRAL_BASE]
+    text = "\x1e".join([*parts, *PERSONS])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# Corpus v2 recorded one hash of the chat and base wordings together (before hashes were per format, and
+# before the base wording changed); its chat wording is the one above, so it counts as this chat hash.
+SAME_PROMPTS = {"a279371ba3c31b31": prompts_hash(chat=True)}
+
+
+def _recorded_prompts_hash(prov: dict[str, Any]) -> str | None:
+    h = prov.get("prompts_hash")
+    return SAME_PROMPTS.get(h, h)
 
 
 @dataclass(frozen=True)
@@ -330,7 +345,7 @@ def generate_batch(
     from .chat import encode
 
     ids = [encode(tokenizer, p) for p in prompts]
-    stops = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    stops = sampling.stop_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops or [0])[0]
     outs = sample_batch(hf_model, ids, sampling, seed, stop_ids=stops, pad_id=pad)
     return [(tokenizer.decode(new, skip_special_tokens=True).strip(), len(new), eos) for new, eos in outs]
@@ -456,8 +471,8 @@ def write_provenance(
     stories = [r for r in recs if r["kind"] == "story"]
     prov = {
         "model": model_info,
-        "prompts_hash": prompts_hash(),
-        "sampling": asdict(sampling),
+        "prompts_hash": prompts_hash(chat=bool(model_info.get("has_chat_template", True))),
+        "sampling": sampling.record(),
         "jobs": jobs_spec,
         "counts": {
             "stories": len(stories),
@@ -492,15 +507,20 @@ def run_corpus(
     n_topics: int = 60,
     n_neutral: int = 900,
     n_neutral_extra: int = 0,
-    sampling: Sampling = CORPUS_SAMPLING,
+    sampling: Sampling | None = None,
     out_dir: str | Path | None = None,
     loaded: Any = None,
     progress: bool = True,
     max_batches: int | None = None,
     shard: tuple[int, int] | None = None,
     dtype: str = "float32",
+    overrides: dict[str, Any] | None = None,
 ) -> tuple[Path, GenerationReport]:
     """Load the model (unless ``loaded`` is given) in ``dtype``, generate what is missing, write provenance.
+
+    ``sampling`` defaults to :data:`CORPUS_SAMPLING` for a model with a chat template and to
+    :data:`BASE_CORPUS_SAMPLING` (stop at a paragraph break) for a base model, with ``overrides`` (fields of
+    :class:`~emolib.generate.Sampling`) replaced in it.
 
     Stories use the first ``n_topics`` of the paper's topics in a crossed design (see :func:`build_jobs`);
     neutral dialogues use our practical subjects (``data/neutral_subjects.json``). A folder that already
@@ -523,13 +543,25 @@ def run_corpus(
         "neutral_subjects_sha256": file_sha256(NEUTRAL_SUBJECTS_FILE),
         **({"n_neutral_extra": n_neutral_extra} if n_neutral_extra else {}),  # absent in older corpora
     }
-    _check_same_design(out, spec, sampling, dtype=(loaded.info.dtype if loaded is not None else dtype))
     topics = load_topics()[:n_topics]
     subjects = load_topics(NEUTRAL_SUBJECTS_FILE)
     jobs = build_jobs(load_emotions(), topics, n_per_emotion, n_neutral, subjects, n_neutral_extra)
     n_main = len(jobs) - n_neutral_extra
+    if sampling is not None and overrides:
+        raise ValueError("pass either sampling or overrides, not both")
+
+    def settings(chat: bool) -> Sampling:
+        return sampling or dataclasses.replace(
+            CORPUS_SAMPLING if chat else BASE_CORPUS_SAMPLING, **(overrides or {})
+        )
+
+    was_chat = _recorded_chat(out)
+    if was_chat is not None:  # a corpus is there: a mismatch is refused before any model loads
+        _check_same_design(out, spec, settings(was_chat), dtype=loaded.info.dtype if loaded else dtype)
     # sampling needs no hooks (see load_model)
     m = loaded or load_model(model_name, bridge=False, dtype=dtype)
+    sampling = settings(m.info.has_chat_template)
+    _check_same_design(out, spec, sampling, dtype=m.info.dtype)
     record = dict(model_info=m.info.to_dict(), sampling=sampling, jobs_spec=spec, n_jobs=len(jobs))
     write_provenance(out, **record)  # the settings are on disk before the first batch
     kw = dict(model_name=model_name, progress=progress, max_batches=max_batches, shard=shard)
@@ -580,6 +612,14 @@ def sort_in_job_order(path: str | Path, order: Sequence[str]) -> bool:
     return True
 
 
+def _recorded_chat(out: Path) -> bool | None:
+    """Whether the corpus in ``out`` was written by a chat model (None: no corpus there yet)."""
+    if not (out / "corpus.jsonl").exists() or not (out / "provenance.json").exists():
+        return None
+    prov = json.loads((out / "provenance.json").read_text())
+    return bool((prov.get("model") or {}).get("has_chat_template", True))
+
+
 def _check_same_design(out: Path, spec: dict[str, Any], sampling: Sampling, dtype: str | None = None) -> None:
     prov_path = out / "provenance.json"
     if not (out / "corpus.jsonl").exists() or not prov_path.exists():
@@ -591,12 +631,14 @@ def _check_same_design(out: Path, spec: dict[str, Any], sampling: Sampling, dtyp
             f"{out} holds a corpus sampled in {was}; resuming it in {dtype} would mix two samplers. "
             f"Pass --dtype {was} or choose another --out folder."
         )
+    chat = bool((prov.get("model") or {}).get("has_chat_template", True))
+    defaults = Sampling().record()  # settings added later (stop strings) were off in older corpora
     old = {
         "jobs": prov.get("jobs"),
-        "sampling": prov.get("sampling"),
-        "prompts_hash": prov.get("prompts_hash"),
+        "sampling": {**defaults, **(prov.get("sampling") or {})},
+        "prompts_hash": _recorded_prompts_hash(prov),
     }
-    new = {"jobs": spec, "sampling": asdict(sampling), "prompts_hash": prompts_hash()}
+    new = {"jobs": spec, "sampling": sampling.record(), "prompts_hash": prompts_hash(chat)}
     if isinstance(old["jobs"], dict):  # more neutral dialogues after the stories leave every batch as it was
         was, now = old["jobs"].get("n_neutral_extra", 0), spec.get("n_neutral_extra", 0)
         if now >= was:
@@ -622,8 +664,16 @@ if __name__ == "__main__":  # python -m emolib.corpus --model smollm2-135m-instr
         "--n-neutral-extra", type=int, default=0,
         help="more neutral dialogues after the stories (a finished corpus can be extended this way)",
     )  # fmt: skip
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=None, help="default 128 (chat models), 64 (base)")
+    ap.add_argument("--max-new-tokens", type=int, default=None, help="default 256 (chat), 200 (base)")
+    ap.add_argument(
+        "--min-new-tokens", type=int, default=None,
+        help="no stop before this many tokens (default 0 for chat models, 40 for base models)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--paragraph-stop", default=None, action=argparse.BooleanOptionalAction,
+        help="stop each text at its first paragraph break (default: on for base models only)",
+    )  # fmt: skip
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--dtype", default="float32", choices=["float32", "bfloat16"],
@@ -642,14 +692,20 @@ if __name__ == "__main__":  # python -m emolib.corpus --model smollm2-135m-instr
         except ValueError:
             ap.error(f"--shard must look like 0/2, got {a.shard!r}")
         shard = (i, n)
-    s = Sampling(batch_size=a.batch_size, max_new_tokens=a.max_new_tokens, seed=a.seed)
+    given = {
+        "batch_size": a.batch_size,
+        "max_new_tokens": a.max_new_tokens,
+        "min_new_tokens": a.min_new_tokens,
+        "stop_strings": None if a.paragraph_stop is None else (("\n\n",) if a.paragraph_stop else ()),
+        "seed": a.seed,
+    }
     path, rep = run_corpus(
         a.model,
         n_per_emotion=a.n_per_emotion,
         n_topics=a.n_topics,
         n_neutral=a.n_neutral,
         n_neutral_extra=a.n_neutral_extra,
-        sampling=s,
+        overrides={k: v for k, v in given.items() if v is not None},
         out_dir=a.out,
         shard=shard,
         dtype=a.dtype,

@@ -20,7 +20,7 @@ the same texts, whatever ran before (which is what makes an interrupted corpus r
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -36,6 +36,10 @@ class Sampling:
     max_new_tokens: int = 320
     batch_size: int = 64
     seed: int = 0
+    # Base models do not stop on their own: they can be stopped at a paragraph break ("\n\n", one token in
+    # the tokenizers we use), not before ``min_new_tokens`` (a stop token is masked out until then).
+    min_new_tokens: int = 0
+    stop_strings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -44,6 +48,32 @@ class Sampling:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
             raise ValueError("top_k, max_new_tokens and batch_size must be >= 1")
+        if not 0 <= self.min_new_tokens < self.max_new_tokens:
+            raise ValueError(f"min_new_tokens must be in [0, max_new_tokens), got {self.min_new_tokens}")
+        if isinstance(self.stop_strings, str) or not all(isinstance(x, str) and x for x in self.stop_strings):
+            raise ValueError(f"stop_strings must be a tuple of non-empty strings, got {self.stop_strings!r}")
+        object.__setattr__(
+            self, "stop_strings", tuple(self.stop_strings)
+        )  # a JSON list reads back as a tuple
+
+    def record(self) -> dict[str, Any]:
+        """The settings as JSON holds them (provenance files)."""
+        d = asdict(self)
+        d["stop_strings"] = list(self.stop_strings)
+        return d
+
+    def stop_ids(self, tokenizer: Any) -> list[int]:
+        """The tokenizer's end-of-sequence id and the id of each of ``stop_strings``; a stop string must be
+        a single token (it is matched token by token)."""
+        ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+        for text in self.stop_strings:
+            enc = tokenizer.encode(text, add_special_tokens=False)
+            if len(enc) != 1:
+                raise ValueError(
+                    f"stop string {text!r} is {len(enc)} tokens in this tokenizer; it must be one"
+                )
+            ids.append(enc[0])
+        return ids
 
 
 def next_tokens(logits: torch.Tensor, s: Sampling, gen: torch.Generator) -> torch.Tensor:
@@ -140,6 +170,8 @@ def sample_batch(
     new: list[list[int]] = [[] for _ in range(B)]
     ended = [False] * B
     for step in range(sampling.max_new_tokens):
+        if step < sampling.min_new_tokens and len(stops):
+            logits[:, stops] = float("-inf")
         tok = next_tokens(logits, sampling, gen)
         done = torch.isin(tok, stops) & alive
         for r, t, d, a in zip(rows.tolist(), tok.tolist(), done.tolist(), alive.tolist()):

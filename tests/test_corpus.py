@@ -12,6 +12,7 @@ from emolib.corpus import (
     degenerate_reason,
     generate_corpus,
     leak_spans,
+    prompts_hash,
     read_jsonl,
     render_prompt,
 )
@@ -282,3 +283,58 @@ def test_resume_in_another_dtype_is_refused(tiny, tmp_path):
     assert prov["model"]["dtype"] == "float32" and prov["complete"] is False
     with pytest.raises(ValueError, match="sampled in float32"):
         run_corpus("tiny", dtype="bfloat16", **kw)
+
+
+def test_prompt_hashes_are_per_format_and_the_v2_record_still_resumes(tmp_path):
+    """A chat model's corpus is keyed by the chat wording only, so rewording the base-model openings does not
+    orphan it; corpus v2's combined hash is read as the (unchanged) chat hash."""
+    from emolib.corpus import SAME_PROMPTS, _check_same_design, prompts_hash
+
+    assert prompts_hash(chat=True) != prompts_hash(chat=False)
+    assert SAME_PROMPTS["a279371ba3c31b31"] == prompts_hash(chat=True)
+    spec = {"design_version": "2", "n_per_emotion": 1}
+    s = Sampling(max_new_tokens=3)
+    old_sampling = {k: v for k, v in s.record().items() if k not in ("min_new_tokens", "stop_strings")}
+    prov = {"model": {"dtype": "float32", "has_chat_template": True}, "jobs": spec, "sampling": old_sampling}
+    (tmp_path / "corpus.jsonl").write_text("")
+    (tmp_path / "provenance.json").write_text(json.dumps({**prov, "prompts_hash": "a279371ba3c31b31"}))
+    _check_same_design(tmp_path, spec, s, dtype="float32")  # settings added since default to off
+    with pytest.raises(ValueError, match="sampling"):
+        _check_same_design(tmp_path, spec, Sampling(max_new_tokens=3, stop_strings=("\n\n",)), "float32")
+    base = {
+        **prov,
+        "model": {"dtype": "float32", "has_chat_template": False},
+        "prompts_hash": "a279371ba3c31b31",
+    }
+    (tmp_path / "provenance.json").write_text(json.dumps(base))
+    with pytest.raises(
+        ValueError, match="prompts_hash"
+    ):  # a base model's corpus is keyed by the base wording
+        _check_same_design(tmp_path, spec, s, dtype="float32")
+
+
+def test_a_base_model_corpus_stops_at_paragraphs_by_default(tiny, tmp_path):
+    """run_corpus picks BASE_CORPUS_SAMPLING for a model without a chat template, records it, and refuses a
+    resume with other settings before loading anything."""
+    import dataclasses
+
+    from emolib.corpus import BASE_CORPUS_SAMPLING, run_corpus
+
+    tok = tiny.tokenizer
+    template, tok.chat_template = tok.chat_template, None
+    try:
+        base = dataclasses.replace(tiny, info=dataclasses.replace(tiny.info, has_chat_template=False))
+        kw = dict(n_per_emotion=1, n_topics=1, n_neutral=2, progress=False, out_dir=tmp_path)
+        over = {"max_new_tokens": 6, "min_new_tokens": 2, "stop_strings": ("\n",)}
+        run_corpus("tiny", loaded=base, max_batches=1, overrides=over, **kw)
+    finally:
+        tok.chat_template = template
+    prov = json.loads((tmp_path / "provenance.json").read_text())
+    want = dataclasses.replace(BASE_CORPUS_SAMPLING, **over).record()
+    assert prov["sampling"] == want and prov["prompts_hash"] == prompts_hash(chat=False)
+    recs = [json.loads(x) for x in (tmp_path / "corpus.jsonl").read_text().splitlines()]
+    assert recs and all(r["n_new_tokens"] >= 2 for r in recs)
+    with pytest.raises(ValueError, match="sampling"):
+        run_corpus(
+            "tiny", overrides={"max_new_tokens": 60}, **kw
+        )  # "tiny" is no model: refused before loading

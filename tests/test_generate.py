@@ -69,3 +69,35 @@ def test_top_k_top_p_truncation():
 def test_sampling_validation(bad):
     with pytest.raises(ValueError):
         Sampling(**bad)
+
+
+def test_min_new_tokens_masks_the_stop_tokens_until_reached(tiny):
+    tok, hf = tiny.tokenizer, tiny.hf_model
+    free = sample_batch(hf, _ids(tok), Sampling(temperature=0, max_new_tokens=8), 0, stop_ids=[], pad_id=0)
+    stop = free[0][0][0]  # the first greedy token of the first prompt is a stop token
+    early = sample_batch(
+        hf, _ids(tok), Sampling(temperature=0, max_new_tokens=8), 0, stop_ids=[stop], pad_id=0
+    )
+    assert early[0] == ([], True)
+    late = Sampling(temperature=0, max_new_tokens=8, min_new_tokens=3)
+    got = sample_batch(hf, _ids(tok), late, 0, stop_ids=[stop], pad_id=0)
+    for new, ended in got:
+        assert stop not in new[:3] and (len(new) >= 3)
+        assert ended == (len(new) < 8)
+
+
+def test_stop_strings_must_be_single_tokens(tiny):
+    tok = tiny.tokenizer
+    s = Sampling(stop_strings=("\n",))
+    assert s.stop_ids(tok) == [tok.eos_token_id, tok.encode("\n", add_special_tokens=False)[0]]
+    assert s.record()["stop_strings"] == ["\n"]  # as provenance.json holds it
+    with pytest.raises(ValueError, match="must be one"):
+        Sampling(stop_strings=("a long stop phrase",)).stop_ids(tok)
+
+
+@pytest.mark.parametrize(
+    "bad", [dict(min_new_tokens=8, max_new_tokens=8), dict(min_new_tokens=-1), dict(stop_strings="\n\n")]
+)
+def test_sampling_validation_of_stops(bad):
+    with pytest.raises(ValueError):
+        Sampling(**bad)
