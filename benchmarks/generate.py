@@ -134,14 +134,17 @@ def main() -> None:
         "max_new_tokens": a.max_new_tokens,
     }
     plan = (
-        ("hf_generate", 64),
-        ("sample_batch", 64),
-        ("sample_batch", 128),
-        ("sample_batch_bridge", 128),
-        ("single", 1),
+        ("hf_generate", 64, "float32"),
+        ("sample_batch", 64, "float32"),
+        ("sample_batch", 128, "float32"),
+        ("sample_batch", 64, "bfloat16"),
+        ("sample_batch", 128, "bfloat16"),
+        ("sample_batch_bridge", 128, "float32"),
+        ("single", 1, "float32"),
     )
-    for method, batch in plan:
-        r = common.run(Path(__file__), measure, method, {**base, "batch": batch}, not a.in_process)
+    for method, batch, dtype in plan:
+        opts = {**base, "batch": batch, "dtype": dtype}
+        r = common.run(Path(__file__), measure, method, opts, not a.in_process)
         print(json.dumps(r))
 
 

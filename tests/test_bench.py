@@ -26,11 +26,13 @@ def test_bench_quick_runs_every_method(tiny_dir, tmp_path):
         m.startswith("sample_batch") for m in methods
     )
     assert any(m.startswith("sample_batch_bridge") for m in methods)
+    assert any(r["bench"] == "generate" and r["dtype"] == "bfloat16" for r in res["rows"])
     assert all(r["tokens"] > 0 and r["tok_per_s"] > 0 and r["pct_peak"] >= 0 for r in res["rows"])
     assert res["same"]["all"]["cos_min"] > 0.9999 and res["same"]["one"]["cos_min"] > 0.9999
     assert res["bf16"]["vs_fp32"]["cos_min"] > 0.99
     text = out.read_text()
     assert run_all.MARKER in text and "| extract | emolib_all |" in text and "Matmul peak" in text
+    assert "the issue's goal is 3x" in text
 
 
 def test_book_time_table_and_notebook_selection():
