@@ -53,8 +53,9 @@ NEUTRAL_BASE = (
 PERSONS = ("first", "third")
 DEFAULT_SAMPLING = Sampling()
 CORPUS_SAMPLING = Sampling(batch_size=128, max_new_tokens=256)  # the settings of `python -m emolib.corpus`
-# A base model writes on past its story: it is stopped at its first paragraph break after 40 tokens.
-BASE_CORPUS_SAMPLING = Sampling(batch_size=64, max_new_tokens=200, min_new_tokens=40, stop_strings=("\n\n",))
+# A base model writes on past its story: it is stopped at its first paragraph break after 90 tokens, so
+# that a story keeps tokens past the vectors' token offset (50) once it ends.
+BASE_CORPUS_SAMPLING = Sampling(batch_size=64, max_new_tokens=256, min_new_tokens=90, stop_strings=("\n\n",))
 
 
 # Corpora made with earlier prompt wordings (the texts are in the git history at the named commit).
@@ -665,10 +666,10 @@ if __name__ == "__main__":  # python -m emolib.corpus --model smollm2-135m-instr
         help="more neutral dialogues after the stories (a finished corpus can be extended this way)",
     )  # fmt: skip
     ap.add_argument("--batch-size", type=int, default=None, help="default 128 (chat models), 64 (base)")
-    ap.add_argument("--max-new-tokens", type=int, default=None, help="default 256 (chat), 200 (base)")
+    ap.add_argument("--max-new-tokens", type=int, default=None, help="default 256")
     ap.add_argument(
         "--min-new-tokens", type=int, default=None,
-        help="no stop before this many tokens (default 0 for chat models, 40 for base models)",
+        help="no stop before this many tokens (default 0 for chat models, 90 for base models)",
     )  # fmt: skip
     ap.add_argument(
         "--paragraph-stop", default=None, action=argparse.BooleanOptionalAction,
