@@ -105,6 +105,7 @@ def build_jobs(
     n_neutral: int,
     neutral_subjects: list[str] | None = None,
     n_neutral_extra: int = 0,
+    n_rounds_extra: int = 0,
 ) -> list[Job]:
     """All jobs, round-robin: story round j covers every emotion once, and neutral dialogues are spread
     evenly between rounds. ``n_neutral_extra`` more neutral dialogues come after the last round, so that a
@@ -115,9 +116,14 @@ def build_jobs(
     ``n_per_emotion == len(topics)`` every emotion covers every topic once (topic content can then be
     removed by centring on topic means), and a corpus cut short after r rounds still gives every emotion
     r stories on consecutive topics. Neutral dialogues cycle through ``neutral_subjects`` (default: the
-    story topics)."""
-    if n_per_emotion < 0 or n_neutral < 0 or n_neutral_extra < 0:
-        raise ValueError("n_per_emotion, n_neutral and n_neutral_extra must be >= 0")
+    story topics).
+
+    ``n_rounds_extra`` more story rounds come last (after the extra neutral dialogues), so that a finished
+    corpus can be given more stories per emotion without changing any earlier job: round j keeps the topic
+    rule above (rounds past the topic count start a new pass over the topics) and flips the narration on
+    each pass, so a topic's second story of an emotion is told in the other person."""
+    if min(n_per_emotion, n_neutral, n_neutral_extra, n_rounds_extra) < 0:
+        raise ValueError("n_per_emotion, n_neutral, n_neutral_extra and n_rounds_extra must be >= 0")
     if n_per_emotion > len(topics):
         raise ValueError(
             f"n_per_emotion ({n_per_emotion}) exceeds the {len(topics)} topics of the crossed design"
@@ -139,7 +145,19 @@ def build_jobs(
     for r in range(rounds):
         jobs.extend(neutral[r * per_round : (r + 1) * per_round])
         jobs.extend(stories[r * len(emotions) : (r + 1) * len(emotions)])
-    return jobs + extra
+    more = [
+        Job(
+            f"story-{i:03d}-{j:03d}",
+            "story",
+            e,
+            story_topic_index(i, j, len(topics)),
+            topics[story_topic_index(i, j, len(topics))],
+            PERSONS[(i + j + j // len(topics)) % 2],
+        )
+        for j in range(n_per_emotion, n_per_emotion + n_rounds_extra)
+        for i, e in enumerate(emotions)
+    ]
+    return jobs + extra + more
 
 
 def render_prompt(job: Job, tokenizer: Any) -> str:
@@ -498,6 +516,9 @@ def corpus_dir_for(model_name: str, root: str | Path | None = None) -> Path:
     return Path(root or CORPUS_DIR) / model_slug(model_name)
 
 
+# The batch index (and so the seed) of the first batch of extra story rounds: far past any main or extra
+# neutral batch, so that raising n_neutral_extra later never shifts the seeds of extra rounds.
+EXTRA_ROUNDS_FIRST_BATCH = 100_000
 DESIGN_VERSION = "2"  # crossed emotion x topic design, neutral subjects of our own
 
 
@@ -508,6 +529,7 @@ def run_corpus(
     n_topics: int = 60,
     n_neutral: int = 900,
     n_neutral_extra: int = 0,
+    n_rounds_extra: int = 0,
     sampling: Sampling | None = None,
     out_dir: str | Path | None = None,
     loaded: Any = None,
@@ -526,9 +548,11 @@ def run_corpus(
     Stories use the first ``n_topics`` of the paper's topics in a crossed design (see :func:`build_jobs`);
     neutral dialogues use our practical subjects (``data/neutral_subjects.json``). A folder that already
     holds a corpus made with other settings is an error, never silently extended; the one change allowed is
-    a larger ``n_neutral_extra`` (more neutral dialogues after the stories: no earlier batch changes; when
-    it is raised a second time, keep the previous value a multiple of the batch size, or its last batch
-    would gain jobs and differ from the one on disk)."""
+    a larger ``n_neutral_extra`` (more neutral dialogues after the stories) or ``n_rounds_extra`` (more story
+    rounds after those): no earlier batch changes. When one is raised a second time, its last batch gains
+    jobs: the records already written stay, the new ones come from that batch's seed, so they differ from a
+    run that had the larger value from the start (keep the previous value's jobs a multiple of the batch
+    size to avoid this)."""
     from .constants import EMOTIONS_FILE, NEUTRAL_SUBJECTS_FILE, TOPICS_FILE
     from .models import load_model
     from .stimuli import file_sha256, load_emotions, load_topics
@@ -543,11 +567,14 @@ def run_corpus(
         "topics_sha256": file_sha256(TOPICS_FILE),
         "neutral_subjects_sha256": file_sha256(NEUTRAL_SUBJECTS_FILE),
         **({"n_neutral_extra": n_neutral_extra} if n_neutral_extra else {}),  # absent in older corpora
+        **({"n_rounds_extra": n_rounds_extra} if n_rounds_extra else {}),
     }
     topics = load_topics()[:n_topics]
     subjects = load_topics(NEUTRAL_SUBJECTS_FILE)
-    jobs = build_jobs(load_emotions(), topics, n_per_emotion, n_neutral, subjects, n_neutral_extra)
-    n_main = len(jobs) - n_neutral_extra
+    emotions = load_emotions()
+    jobs = build_jobs(emotions, topics, n_per_emotion, n_neutral, subjects, n_neutral_extra, n_rounds_extra)
+    n_more = len(emotions) * n_rounds_extra
+    n_main = len(jobs) - n_neutral_extra - n_more
     if sampling is not None and overrides:
         raise ValueError("pass either sampling or overrides, not both")
 
@@ -568,11 +595,15 @@ def run_corpus(
     kw = dict(model_name=model_name, progress=progress, max_batches=max_batches, shard=shard)
     path = out / "corpus.jsonl"
     report = generate_corpus(m.hf_model, m.tokenizer, jobs[:n_main], path, sampling, **kw)
-    if n_neutral_extra:  # batched on their own: the earlier batches (the last one too) keep their jobs
-        first = -(-n_main // sampling.batch_size)
-        more = generate_corpus(
-            m.hf_model, m.tokenizer, jobs[n_main:], path, sampling, first_batch=first, **kw
-        )
+    # Batched on their own, each part from a fixed first batch: the earlier batches keep their jobs and seeds.
+    parts = [
+        (jobs[n_main : n_main + n_neutral_extra], -(-n_main // sampling.batch_size)),
+        (jobs[len(jobs) - n_more :] if n_more else [], EXTRA_ROUNDS_FIRST_BATCH),
+    ]
+    for part, first in parts:
+        if not part:
+            continue
+        more = generate_corpus(m.hf_model, m.tokenizer, part, path, sampling, first_batch=first, **kw)
         report.n_jobs += more.n_jobs
         report.n_done_before += more.n_done_before
         report.n_generated += more.n_generated
@@ -640,11 +671,15 @@ def _check_same_design(out: Path, spec: dict[str, Any], sampling: Sampling, dtyp
         "prompts_hash": _recorded_prompts_hash(prov),
     }
     new = {"jobs": spec, "sampling": sampling.record(), "prompts_hash": prompts_hash(chat)}
-    if isinstance(old["jobs"], dict):  # more neutral dialogues after the stories leave every batch as it was
-        was, now = old["jobs"].get("n_neutral_extra", 0), spec.get("n_neutral_extra", 0)
-        if now >= was:
-            old["jobs"] = {**old["jobs"], "n_neutral_extra": now}
-            new["jobs"] = {**spec, "n_neutral_extra": now}
+    for key in (
+        "n_neutral_extra",
+        "n_rounds_extra",
+    ):  # more jobs after the others leave every batch as it was
+        if isinstance(old["jobs"], dict):
+            was, now = old["jobs"].get(key, 0), spec.get(key, 0)
+            if now >= was:
+                old["jobs"] = {**old["jobs"], key: now}
+                new["jobs"] = {**new["jobs"], key: now}
     diff = [k for k in new if old[k] != new[k]]
     if diff:
         raise ValueError(
@@ -664,6 +699,10 @@ if __name__ == "__main__":  # python -m emolib.corpus --model smollm2-135m-instr
     ap.add_argument(
         "--n-neutral-extra", type=int, default=0,
         help="more neutral dialogues after the stories (a finished corpus can be extended this way)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--n-rounds-extra", type=int, default=0,
+        help="more story rounds (one story per emotion each) after everything else: more stories per emotion",
     )  # fmt: skip
     ap.add_argument("--batch-size", type=int, default=None, help="default 128 (chat models), 64 (base)")
     ap.add_argument("--max-new-tokens", type=int, default=None, help="default 256")
@@ -706,6 +745,7 @@ if __name__ == "__main__":  # python -m emolib.corpus --model smollm2-135m-instr
         n_topics=a.n_topics,
         n_neutral=a.n_neutral,
         n_neutral_extra=a.n_neutral_extra,
+        n_rounds_extra=a.n_rounds_extra,
         overrides={k: v for k, v in given.items() if v is not None},
         out_dir=a.out,
         shard=shard,

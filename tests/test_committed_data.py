@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from emolib.constants import DATA_DIR
-from emolib.corpus import EARLIER_PROMPTS, corpus_dir_for, load_corpus, prompts_hash
+from emolib.corpus import EARLIER_PROMPTS, SAME_PROMPTS, corpus_dir_for, load_corpus, prompts_hash
 from emolib.stimuli import file_sha256, load_emotions
 
 SHA = {
@@ -32,7 +32,8 @@ def test_default_corpus_is_complete_and_documented():
     prov = json.loads((folder / "provenance.json").read_text())
     assert prov["corpus_sha256"] == c.sha256  # provenance describes exactly this file
     # made by this code's prompts, or by an earlier wording recorded with the commit that holds it
-    assert prov["prompts_hash"] == prompts_hash() or prov["prompts_hash"] in EARLIER_PROMPTS
+    recorded = SAME_PROMPTS.get(prov["prompts_hash"], prov["prompts_hash"])
+    assert recorded == prompts_hash(chat=True) or recorded in EARLIER_PROMPTS
     assert prov["counts"]["stories"] == len(c.stories)
     assert prov["model"]["name"] == "smollm2-135m-instruct"
     for key in ("temperature", "top_p", "max_new_tokens", "seed"):
@@ -53,7 +54,8 @@ def test_default_corpus_file_is_complete_in_job_order():
     recs = [json.loads(x) for x in lines]
     assert len({r["id"] for r in recs}) == n
     jobs = prov["jobs"]
-    n_jobs = 171 * jobs["n_per_emotion"] + jobs["n_neutral"] + jobs.get("n_neutral_extra", 0)
+    n_jobs = 171 * (jobs["n_per_emotion"] + jobs.get("n_rounds_extra", 0)) + jobs["n_neutral"]
+    n_jobs += jobs.get("n_neutral_extra", 0)
     assert n == n_jobs and prov["complete"] is True
 
 

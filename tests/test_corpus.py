@@ -338,3 +338,32 @@ def test_a_base_model_corpus_stops_at_paragraphs_by_default(tiny, tmp_path):
         run_corpus(
             "tiny", overrides={"max_new_tokens": 300}, **kw
         )  # "tiny" is no model: refused before loading
+
+
+def test_extra_story_rounds_extend_a_finished_corpus_without_changing_it(tiny, tmp_path):
+    """More stories per emotion after a finished corpus: later rounds start a new pass over the topics in
+    the other narration, earlier records stay byte for byte, and the new batches have seeds of their own."""
+    from emolib.corpus import EXTRA_ROUNDS_FIRST_BATCH, run_corpus
+
+    base = build_jobs(["afraid", "calm"], ["A", "B"], 2, 2, ["x"], n_neutral_extra=1)
+    more = build_jobs(["afraid", "calm"], ["A", "B"], 2, 2, ["x"], n_neutral_extra=1, n_rounds_extra=2)
+    assert more[: len(base)] == base
+    new = more[len(base) :]
+    assert [j.id for j in new] == ["story-000-002", "story-001-002", "story-000-003", "story-001-003"]
+    for j in new:  # the same topic as the story one pass earlier, in the other person
+        twin = next(b for b in base if b.id == f"story-{j.id[6:9]}-{int(j.id[-3:]) - 2:03d}")
+        assert j.topic == twin.topic and j.person != twin.person
+
+    s = Sampling(max_new_tokens=3, batch_size=64, seed=1)
+    kw = dict(n_per_emotion=1, n_topics=1, n_neutral=2, sampling=s, loaded=tiny, progress=False)
+    run_corpus("tiny", out_dir=tmp_path, **kw)
+    before = (tmp_path / "corpus.jsonl").read_text()
+    run_corpus("tiny", out_dir=tmp_path, n_rounds_extra=1, **kw)
+    after = (tmp_path / "corpus.jsonl").read_text()
+    assert after.startswith(before) and len(after.splitlines()) == 171 * 2 + 2
+    recs = read_jsonl(tmp_path / "corpus.jsonl")
+    assert {r["batch"] for r in recs[-171:]} == {EXTRA_ROUNDS_FIRST_BATCH + k for k in range(3)}
+    prov = json.loads((tmp_path / "provenance.json").read_text())
+    assert prov["complete"] is True and prov["jobs"]["n_rounds_extra"] == 1
+    with pytest.raises(ValueError, match="other settings"):
+        run_corpus("tiny", out_dir=tmp_path, **kw)  # fewer rounds than recorded: refused
