@@ -29,6 +29,18 @@ CURVES = {
     "pc1_valence_r_by_layer": "PC1 vs valence, Pearson r",
     "heldout_top1_cv_by_layer": "CV top-1 recognition / chance",
 }
+# Each model's own corpus (chapter 01): (metrics key, column label, format); shares are of the stories.
+CORPUS_KEYS = (
+    ("n_params_millions", "parameters (M)", ".0f"),
+    ("n_stories", "stories", ",.0f"),
+    ("stories_per_emotion_min", "usable stories per emotion (min)", ".0f"),
+    ("median_story_tokens", "median story tokens", ".0f"),
+    ("degenerate_share", "degenerate (dropped)", ".1%"),
+    ("cutoff_share", "cut off at the token cap", ".1%"),
+    ("leak_rate", "names its own emotion", ".1%"),
+    ("neutral_emotion_word_rate", "neutral dialogues with an emotion word", ".1%"),
+    ("split_half_cosine", "split-half cosine", ".2f"),
+)
 STEERING_KEYS = (
     "blackmail_desperate_slope",
     "blackmail_calm_slope",
@@ -122,6 +134,13 @@ def load_all_metrics(root: str | Path | None = None) -> dict[str, dict[str, Any]
     return out
 
 
+def _num(x: Any) -> float | None:
+    """A finite number from metrics.json, else None."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return None
+    return float(x)
+
+
 def _fmt(x: float | None, f: str) -> str:
     return "—" if x is None else format(x, f)
 
@@ -183,6 +202,25 @@ class Comparison:
                 )
         cols = ["model", "chapter", "key", "claim", "value", "ci_low", "ci_high", "null", "p", "verdict"]
         return pd.DataFrame(recs, columns=cols)
+
+    def corpora(self) -> Any:
+        """One row per model: the quality figures of the corpus it wrote (chapter 01), formatted; the
+        split-half cosine with its CI. "—" where a model did not record a figure."""
+        import pandas as pd
+
+        recs = []
+        for m in self.models:
+            mx = dict(self.metrics_by_model[m])
+            if _num(mx.get("n_degenerate")) is not None and _num(mx.get("n_stories")):
+                mx["degenerate_share"] = mx["n_degenerate"] / mx["n_stories"]
+            rec = {"model": m}
+            for key, label, f in CORPUS_KEYS:
+                rec[label] = _fmt(_num(mx.get(key)), f)
+            lo, hi = _num(mx.get("split_half_cosine_ci_low")), _num(mx.get("split_half_cosine_ci_high"))
+            if lo is not None and hi is not None and rec["split-half cosine"] != "—":
+                rec["split-half cosine"] += f" [{lo:.2f}, {hi:.2f}]"
+            recs.append(rec)
+        return pd.DataFrame(recs, columns=["model", *(label for _, label, _ in CORPUS_KEYS)])
 
     def verdict_counts(self) -> Any:
         """Per model, how many claims got each verdict."""
