@@ -268,7 +268,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = path.read_text(encoding="utf-8").split("\n")
     out = []
     for n, line in enumerate(lines):
         if not line.strip():
@@ -304,7 +304,7 @@ def _ids_in(path: Path) -> set[str]:
     if not path.exists():
         return set()
     ids = set()
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").split("\n"):
         try:
             ids.add(json.loads(line)["id"])
         except (ValueError, KeyError, TypeError):

@@ -367,3 +367,14 @@ def test_extra_story_rounds_extend_a_finished_corpus_without_changing_it(tiny, t
     assert prov["complete"] is True and prov["jobs"]["n_rounds_extra"] == 1
     with pytest.raises(ValueError, match="other settings"):
         run_corpus("tiny", out_dir=tmp_path, **kw)  # fewer rounds than recorded: refused
+
+
+def test_jsonl_records_with_unicode_line_separators_read_back(tmp_path):
+    """json.dumps(ensure_ascii=False) writes U+2028 raw; str.splitlines split the record there, and a
+    finished Gemma corpus failed to load. Records are split on newlines only."""
+    from emolib.corpus import _append, _ids_in
+
+    path = tmp_path / "c.jsonl"
+    recs = [{"id": "a", "text": "one\u2028two\x85three"}, {"id": "b", "text": "ok"}]
+    assert _append(path, recs) == 2
+    assert read_jsonl(path) == recs and _ids_in(path) == {"a", "b"}
