@@ -52,9 +52,8 @@ class Sampling:
             raise ValueError(f"min_new_tokens must be in [0, max_new_tokens), got {self.min_new_tokens}")
         if isinstance(self.stop_strings, str) or not all(isinstance(x, str) and x for x in self.stop_strings):
             raise ValueError(f"stop_strings must be a tuple of non-empty strings, got {self.stop_strings!r}")
-        object.__setattr__(
-            self, "stop_strings", tuple(self.stop_strings)
-        )  # a JSON list reads back as a tuple
+        # a JSON list (a provenance file read back) becomes a tuple
+        object.__setattr__(self, "stop_strings", tuple(self.stop_strings))
 
     def record(self) -> dict[str, Any]:
         """The settings as JSON holds them (provenance files)."""
