@@ -130,10 +130,14 @@ def build_jobs(
         )
     subjects = neutral_subjects or topics
     stories = []
-    for j in range(n_per_emotion):
+    for j in range(n_per_emotion + n_rounds_extra):
         for i, e in enumerate(emotions):
             t = story_topic_index(i, j, len(topics))
-            stories.append(Job(f"story-{i:03d}-{j:03d}", "story", e, t, topics[t], PERSONS[(i + j) % 2]))
+            person = PERSONS[
+                (i + j + j // len(topics)) % 2
+            ]  # the narration flips on each pass over the topics
+            stories.append(Job(f"story-{i:03d}-{j:03d}", "story", e, t, topics[t], person))
+    stories, more = stories[: n_per_emotion * len(emotions)], stories[n_per_emotion * len(emotions) :]
     neutral = [
         Job(f"neutral-{k:04d}", "neutral", None, k % len(subjects), subjects[k % len(subjects)], None)
         for k in range(n_neutral + n_neutral_extra)
@@ -145,18 +149,6 @@ def build_jobs(
     for r in range(rounds):
         jobs.extend(neutral[r * per_round : (r + 1) * per_round])
         jobs.extend(stories[r * len(emotions) : (r + 1) * len(emotions)])
-    more = [
-        Job(
-            f"story-{i:03d}-{j:03d}",
-            "story",
-            e,
-            story_topic_index(i, j, len(topics)),
-            topics[story_topic_index(i, j, len(topics))],
-            PERSONS[(i + j + j // len(topics)) % 2],
-        )
-        for j in range(n_per_emotion, n_per_emotion + n_rounds_extra)
-        for i, e in enumerate(emotions)
-    ]
     return jobs + extra + more
 
 
@@ -589,7 +581,8 @@ def run_corpus(
     # sampling needs no hooks (see load_model)
     m = loaded or load_model(model_name, bridge=False, dtype=dtype)
     sampling = settings(m.info.has_chat_template)
-    _check_same_design(out, spec, sampling, dtype=m.info.dtype)
+    if was_chat != m.info.has_chat_template:  # not checked above with these settings
+        _check_same_design(out, spec, sampling, dtype=m.info.dtype)
     record = dict(model_info=m.info.to_dict(), sampling=sampling, jobs_spec=spec, n_jobs=len(jobs))
     write_provenance(out, **record)  # the settings are on disk before the first batch
     kw = dict(model_name=model_name, progress=progress, max_batches=max_batches, shard=shard)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from emolib.constants import DATA_DIR
-from emolib.corpus import EARLIER_PROMPTS, SAME_PROMPTS, corpus_dir_for, load_corpus, prompts_hash
+from emolib.corpus import EARLIER_PROMPTS, _recorded_prompts_hash, corpus_dir_for, load_corpus, prompts_hash
 from emolib.stimuli import file_sha256, load_emotions
 
 SHA = {
@@ -32,7 +32,7 @@ def test_default_corpus_is_complete_and_documented():
     prov = json.loads((folder / "provenance.json").read_text())
     assert prov["corpus_sha256"] == c.sha256  # provenance describes exactly this file
     # made by this code's prompts, or by an earlier wording recorded with the commit that holds it
-    recorded = SAME_PROMPTS.get(prov["prompts_hash"], prov["prompts_hash"])
+    recorded = _recorded_prompts_hash(prov)
     assert recorded == prompts_hash(chat=True) or recorded in EARLIER_PROMPTS
     assert prov["counts"]["stories"] == len(c.stories)
     assert prov["model"]["name"] == "smollm2-135m-instruct"
