@@ -1046,7 +1046,7 @@ def prepare(cfg: Any, run: Any) -> SteeringSetup:
     excluded), fit the concept control and draw the random directions. Records ``steering_layer``,
     ``steering_norm`` and the design sizes."""
     from .corpus import corpus_dir_for, load_corpus
-    from .extract import TokenMask, extract
+    from .extract import TokenMask, stored_means
     from .steer import residual_norm
     from .stimuli import load_emotions
     from .vectors import load_checked
@@ -1070,13 +1070,10 @@ def prepare(cfg: Any, run: Any) -> SteeringSetup:
     norm = residual_norm(m, texts, layer)
     mask = TokenMask(start=1)
     read_layers = [layer] + ([read_layer] if read_vectors is not None else [])
-    nacts = extract(m, texts, read_layers, mask=mask, progress=False)
-    centers = {L: nacts[L].double().numpy().mean(0) for L in read_layers}
-    neutral = nacts[layer].double().numpy()
-    acts = {
-        k: extract(m, list(v), [layer], mask=mask, progress=False)[layer].double().numpy()
-        for k, v in CONCEPT_TEXTS.items()
-    }
+    nacts = stored_means(m, texts, read_layers, mask=mask)
+    centers = {L: nacts[L].mean(0) for L in read_layers}
+    neutral = nacts[layer]
+    acts = {k: stored_means(m, list(v), [layer], mask=mask)[layer] for k, v in CONCEPT_TEXTS.items()}
     concept = concept_direction(acts["formal"], acts["casual"], neutral, cfg.denoise_variance)
     emotions = tuple(e for e in cfg.dose_emotions if e in vectors.emotions)
     missing = tuple(e for e in cfg.dose_emotions if e not in vectors.emotions)

@@ -22,9 +22,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, store
 from .constants import cache_dir, resid_post
 from .models import LoadedModel, check_layers
 
@@ -359,3 +360,23 @@ def norm_profile(model: LoadedModel, texts: Sequence[str]) -> Any:
             rows.append({"layer": L, "position": "first", "norm": float(norms[0])})
             rows.append({"layer": L, "position": "rest", "norm": float(norms[1:].mean())})
     return pd.DataFrame(rows).groupby(["layer", "position"], as_index=False)["norm"].mean()
+
+
+def stored_means(
+    model: LoadedModel, texts: Sequence[str], layers: Sequence[int], *, mask: TokenMask = TokenMask()
+) -> dict[int, np.ndarray]:
+    """Per-text mean activations (float64) at ``layers``, as :func:`extract` computes them, through the
+    result store (kind ``text_means``). For the small text sets whose means feed other stored passes (the
+    steering chapter's neutral centres and concept direction): their last bits differ between machines, and
+    read from the committed store they are the same everywhere, so the passes keyed on them are found too."""
+    layers = [int(L) for L in check_layers(model.info, list(layers))]
+    got = _stored_means(model, list(texts), layers, mask=mask)
+    return {L: got.arrays[str(L)] for L in layers}
+
+
+@store.memo("text_means", version=1, depends=(EXTRACT_VERSION,))
+def _stored_means(
+    model: LoadedModel, texts: list[str], layers: list[int], *, mask: TokenMask
+) -> store.Bundle:
+    acts = extract(model, texts, layers, mask=mask, progress=False)
+    return store.Bundle({str(L): acts[L].double().numpy() for L in layers})

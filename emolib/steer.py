@@ -57,9 +57,10 @@ import numpy as np
 import torch
 from jaxtyping import Bool, Float
 
+from . import store
 from .chat import continuation_ids, encode
 from .constants import resid_post
-from .extract import _forward_until, pad_batch, tokenize
+from .extract import EXTRACT_VERSION, _forward_until, pad_batch, tokenize
 from .models import LoadedModel, check_layers
 
 Positions = Literal["all", "prompt", "generated"]
@@ -380,7 +381,21 @@ def residual_norm(
     """Mean L2 norm of ``blocks.{layer}.hook_resid_post`` over the real tokens of ``texts``, position 0
     excluded: the unit of steering strength (:func:`norms_by_layer` for one layer)."""
     (L,) = check_layers(model.info, layer)
-    return norms_by_layer(model, texts, [L], batch_size=batch_size, max_tokens=max_tokens)[L]
+    texts = list(texts)
+    if not texts or any(not isinstance(t, str) for t in texts):
+        raise ValueError("texts must be a non-empty list of strings")
+    return float(_stored_norms(model, texts, [L], batch_size=batch_size, max_tokens=max_tokens)[0])
+
+
+@store.memo("residual_norms", version=1, depends=(EXTRACT_VERSION,))
+def _stored_norms(
+    model: LoadedModel, texts: list[str], layers: list[int], *, batch_size: int, max_tokens: int | None
+) -> np.ndarray:
+    """:func:`norms_by_layer` through the result store. The norm sets the unit of every steering strength,
+    and its last bits differ between machines (fp32 kernels): read from the committed store, it is the same
+    everywhere, so the scoring passes keyed on the steering it scales are found there too."""
+    got = norms_by_layer(model, texts, layers, batch_size=batch_size, max_tokens=max_tokens)
+    return np.array([got[L] for L in layers], dtype=np.float64)
 
 
 # --- generation and scoring under steering -------------------------------------------------------

@@ -309,3 +309,29 @@ def test_stored_letter_scores_equal_recomputing(tiny, stores, monkeypatch):
     for x in (b, c):
         assert x.names == a.names == ("harmful", "benign")
         assert np.array_equal(x.logp, a.logp) and np.array_equal(x.p_first, a.p_first)
+
+
+
+def test_steering_norm_and_text_means_come_from_the_store(tiny, stores, monkeypatch):
+    """The unit of steering strength and the neutral means go through the store (a machine whose fp32
+    kernels round differently then reads the committed values, and finds the passes keyed on them); both
+    equal a direct computation, and a second call is a hit."""
+    from emolib.extract import TokenMask, extract, stored_means
+    from emolib.steer import norms_by_layer, residual_norm
+
+    texts = ["The quick brown fox", "She felt her heart race at the news"]
+    n = residual_norm(tiny, texts, 1)
+    assert n == norms_by_layer(tiny, texts, [1])[1]
+    means = stored_means(tiny, texts, [0, 1], mask=TokenMask(start=1))
+    want = extract(tiny, texts, [0, 1], mask=TokenMask(start=1), progress=False, use_cache=False)
+    for L in (0, 1):
+        assert means[L].dtype == np.float64 and np.array_equal(means[L], want[L].double().numpy())
+    assert store.COUNTS["computed"] == 2
+    assert residual_norm(tiny, texts, 1) == n
+    assert np.array_equal(stored_means(tiny, texts, [0, 1], mask=TokenMask(start=1))[1], means[1])
+    assert store.COUNTS["computed"] == 2 and store.COUNTS["cache"] == 2
+    assert residual_norm(tiny, texts, 1, max_tokens=3) != n  # another setting is another entry
+    monkeypatch.setenv("EMOLIB_STORE", "off")
+    assert residual_norm(tiny, texts, 1) == n
+    with pytest.raises(ValueError, match="non-empty"):
+        residual_norm(tiny, [], 1)
