@@ -39,6 +39,7 @@ CORPUS_KEYS = (
     ("cutoff_share", "cut off at the token cap", ".1%"),
     ("leak_rate", "names its own emotion", ".1%"),
     ("neutral_emotion_word_rate", "neutral dialogues with an emotion word", ".1%"),
+    ("split_half_per_half", "stories per half", ".0f"),
     ("split_half_cosine", "split-half cosine", ".2f"),
 )
 STEERING_KEYS = (
