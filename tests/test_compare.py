@@ -133,7 +133,14 @@ def test_note_and_depth_references():
 
 
 def test_corpora_table_shows_each_models_corpus_quality():
-    a = {**A, "n_stories": 200, "n_degenerate": 50, "cutoff_share": 0.25, "split_half_cosine": 0.3, "split_half_per_half": 9}
+    a = {
+        **A,
+        "n_stories": 200,
+        "n_degenerate": 50,
+        "cutoff_share": 0.25,
+        "split_half_cosine": 0.3,
+        "split_half_per_half": 9,
+    }
     a |= {"split_half_cosine_ci_low": 0.2, "split_half_cosine_ci_high": 0.4, "leak_rate": float("nan")}
     t = compare_models({"a": a, "b": B}, rows=ROWS, replications=[]).corpora().set_index("model")
     assert t.loc["a", "degenerate (dropped)"] == "25.0%" and t.loc["a", "cut off at the token cap"] == "25.0%"

@@ -311,7 +311,6 @@ def test_stored_letter_scores_equal_recomputing(tiny, stores, monkeypatch):
         assert np.array_equal(x.logp, a.logp) and np.array_equal(x.p_first, a.p_first)
 
 
-
 def test_steering_norm_and_text_means_come_from_the_store(tiny, stores, monkeypatch):
     """The unit of steering strength and the neutral means go through the store (a machine whose fp32
     kernels round differently then reads the committed values, and finds the passes keyed on them); both
