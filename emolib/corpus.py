@@ -133,9 +133,8 @@ def build_jobs(
     for j in range(n_per_emotion + n_rounds_extra):
         for i, e in enumerate(emotions):
             t = story_topic_index(i, j, len(topics))
-            person = PERSONS[
-                (i + j + j // len(topics)) % 2
-            ]  # the narration flips on each pass over the topics
+            # the narration flips on each pass over the topics
+            person = PERSONS[(i + j + j // len(topics)) % 2]
             stories.append(Job(f"story-{i:03d}-{j:03d}", "story", e, t, topics[t], person))
     stories, more = stories[: n_per_emotion * len(emotions)], stories[n_per_emotion * len(emotions) :]
     neutral = [

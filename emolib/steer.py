@@ -381,10 +381,7 @@ def residual_norm(
     """Mean L2 norm of ``blocks.{layer}.hook_resid_post`` over the real tokens of ``texts``, position 0
     excluded: the unit of steering strength (:func:`norms_by_layer` for one layer)."""
     (L,) = check_layers(model.info, layer)
-    texts = list(texts)
-    if not texts or any(not isinstance(t, str) for t in texts):
-        raise ValueError("texts must be a non-empty list of strings")
-    return float(_stored_norms(model, texts, [L], batch_size=batch_size, max_tokens=max_tokens)[0])
+    return float(_stored_norms(model, list(texts), [L], batch_size=batch_size, max_tokens=max_tokens)[0])
 
 
 @store.memo("residual_norms", version=1, depends=(EXTRACT_VERSION,))
