@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 endif
 
-.PHONY: install install-qwen notebooks book store book-all test test-slow bench bench-book bench-gpu check clean posttrain posttrain-check
+.PHONY: install install-qwen notebooks book store store-prune book-all test test-slow bench bench-book bench-gpu check clean posttrain posttrain-check
 
 install: $(VENV)/.installed
 
@@ -52,6 +52,16 @@ book: notebooks
 # see emolib/store.py), for the maintainers to commit; `EMOLIB_STORE=off make book` recomputes everything.
 store: install
 	EMOLIB_STORE=write $(MAKE) --no-print-directory notebooks
+
+# Run every notebook for each model in MODELS with a store use log, then list the committed entries no run
+# looked up (superseded passes); `make store-prune APPLY=1` deletes them.
+STORE_LOG ?= $(VENV)/store-use.log
+store-prune: install
+	rm -f $(STORE_LOG)
+	@for m in $(MODELS); do \
+	  EMOLIB_STORE_LOG=$(abspath $(STORE_LOG)) $(MAKE) --no-print-directory notebooks MODEL=$$m || exit 1; \
+	done
+	$(BIN)/python -m emolib.store prune --used $(STORE_LOG) $(if $(APPLY),--apply)
 
 # Run every chapter for each model in MODELS (results/<model>/ each), then build the book for MODEL last,
 # so the pages show MODEL and results/ holds every model's metrics.json.

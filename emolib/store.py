@@ -23,6 +23,11 @@ the committed entries: ``EMOLIB_STORE=off make book``). Files are written atomic
 their content; a corrupt file is reported, ignored and recomputed. Arrays are stored as safetensors (float64
 stays float64), frames as JSON (Python's float repr round-trips exactly); nothing is pickled.
 
+**Pruning**: entries whose inputs changed are never looked up again but stay in the committed store. Run the
+notebooks with ``EMOLIB_STORE_LOG=<file>`` (every lookup appends ``kind/key``), then
+``python -m emolib.store prune --used <file>`` lists the entries no logged run asked for, and ``--apply``
+deletes them (``make store-prune`` does both steps for every model in ``MODELS``).
+
 **When to bump ``version``**: whenever the maths of the wrapped function, or of anything it calls, changes
 in a way that can move its numbers. The committed entries then stop matching and are recomputed.
 ``tests/test_store.py`` recomputes committed entries that are cheap enough and compares.
@@ -260,6 +265,85 @@ def _provenance(args: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+# ------------------------------------------------------------------------------------------- use log
+def _note_use(kind: str, key: str) -> None:
+    """Append ``kind/key`` to the file named by ``EMOLIB_STORE_LOG`` (if set): the entries a run looked up,
+    read or computed, which :func:`unused` compares with the committed store. One short line per append, so
+    processes running at once can share the file."""
+    log = os.environ.get("EMOLIB_STORE_LOG", "").strip()
+    if not log:
+        return
+    path = Path(log)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(f"{kind}/{key}\n")
+
+
+def read_use_log(*paths: str | Path) -> set[str]:
+    """The ``kind/key`` names recorded in one or more use logs (see :func:`_note_use`)."""
+    used: set[str] = set()
+    for p in paths:
+        path = Path(p)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no store use log at {path} (set EMOLIB_STORE_LOG while running the notebooks)"
+            )
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            line = line.strip()
+            if not line:
+                continue
+            kind, sep, key = line.partition("/")
+            if not sep or not kind or len(key) != 32 or any(c not in "0123456789abcdef" for c in key):
+                raise ValueError(f"{path}:{n}: not a store use line (kind/32-hex key): {line!r}")
+            used.add(line)
+    if not used:
+        raise ValueError(
+            f"the use logs {[str(p) for p in paths]} record no store lookups; refusing to call every entry unused"
+        )
+    return used
+
+
+def unused(used: set[str], root: str | Path | None = None) -> list[Path]:
+    """Files of the store under ``root`` (default: the committed store) whose ``kind/key`` is not in ``used``:
+    entries no current run looks up (superseded by a code or input change)."""
+    root = Path(root) if root is not None else committed_root()
+    out = []
+    for p in sorted(root.glob("*/*")):
+        if p.suffix not in (".safetensors", ".json") or p.name.endswith(".tmp"):
+            continue
+        if f"{p.parent.name}/{p.stem}" not in used:
+            out.append(p)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m emolib.store prune --used LOG [LOG ...] [--apply]``: list (or, with ``--apply``, delete) the
+    committed entries that no run recorded in the use logs looked up."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m emolib.store", description=main.__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    pr = sub.add_parser("prune", help="committed entries that the logged runs did not look up")
+    pr.add_argument("--used", nargs="+", required=True, help="use logs written with EMOLIB_STORE_LOG")
+    pr.add_argument("--root", default=None, help="store to prune (default: the committed store, data/store)")
+    pr.add_argument("--apply", action="store_true", help="delete them (default: only list them)")
+    a = ap.parse_args(argv)
+    stale = unused(read_use_log(*a.used), a.root)
+    by_kind: Counter = Counter()
+    size = 0
+    for p in stale:
+        by_kind[p.parent.name] += 1
+        size += p.stat().st_size
+    for kind, n in sorted(by_kind.items()):
+        print(f"{kind}: {n} unused")
+    verb = "deleted" if a.apply else "would delete (rerun with --apply)"
+    print(f"{len(stale)} unused entries, {size / 2**20:.1f} MiB: {verb}")
+    if a.apply:
+        for p in stale:
+            p.unlink()
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ memo
 def memo(
     kind: str, version: int, ignore: tuple[str, ...] = (), depends: tuple[Any, ...] = ()
@@ -288,6 +372,7 @@ def memo(
                 warnings.warn(f"{kind}: not stored ({e})", stacklevel=2)
                 COUNTS["unkeyed"] += 1
                 return fn(*args, **kwargs)
+            _note_use(kind, key)
             for source, root in (("committed", committed_root()), ("cache", cache_root())):
                 got = _load(root / kind / key)
                 if got is not None:
@@ -345,3 +430,7 @@ def entries(root: str | Path | None = None) -> list[dict[str, Any]]:
             raise ValueError(f"corrupt store entry {p}")
         out.append({**got[1], "path": str(p)})
     return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

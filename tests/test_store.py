@@ -334,3 +334,40 @@ def test_steering_norm_and_text_means_come_from_the_store(tiny, stores, monkeypa
     assert residual_norm(tiny, texts, 1) == n
     with pytest.raises(ValueError, match="non-empty"):
         residual_norm(tiny, [], 1)
+
+
+def test_use_log_and_prune_remove_only_entries_no_run_looked_up(stores, monkeypatch, capsys):
+    f, _ = _toy()
+    monkeypatch.setenv("EMOLIB_STORE", "write")
+    f([1.0, 2.0])
+    f([3.0])  # written by an earlier run, then superseded: the later run never asks for it
+    committed = stores / "committed"
+    assert len(store.unused({"toy/" + "0" * 32}, committed)) == 2
+    log = stores / "use.log"
+    monkeypatch.setenv("EMOLIB_STORE_LOG", str(log))
+    f([1.0, 2.0])  # a hit is logged too
+    f([5.0])  # and a computation
+    lines = log.read_text().split()
+    assert len(lines) == 2 and all(x.startswith("toy/") for x in lines)
+    [stale] = store.unused(store.read_use_log(log), committed)
+    assert store.main(["prune", "--used", str(log), "--root", str(committed)]) == 0
+    assert "1 unused entries" in capsys.readouterr().out and stale.exists()  # a dry run deletes nothing
+    store.main(["prune", "--used", str(log), "--root", str(committed), "--apply"])
+    assert not stale.exists() and len(list(committed.glob("toy/*"))) == 2
+    monkeypatch.delenv("EMOLIB_STORE_LOG")
+    store.COUNTS.clear()
+    f([1.0, 2.0])
+    assert store.COUNTS["committed"] == 1  # what was kept still reads
+
+
+def test_prune_refuses_a_missing_empty_or_malformed_log(stores):
+    with pytest.raises(FileNotFoundError, match="EMOLIB_STORE_LOG"):
+        store.read_use_log(stores / "nope.log")
+    empty = stores / "empty.log"
+    empty.write_text("\n")
+    with pytest.raises(ValueError, match="record no store lookups"):
+        store.read_use_log(empty)
+    bad = stores / "bad.log"
+    bad.write_text("toy/" + "a" * 32 + "\nsomething else\n")
+    with pytest.raises(ValueError, match=r"bad\.log:2"):
+        store.read_use_log(bad)
