@@ -529,6 +529,7 @@ def run_corpus(
     shard: tuple[int, int] | None = None,
     dtype: str = "float32",
     overrides: dict[str, Any] | None = None,
+    extra_rounds_dtype: str | None = None,
 ) -> tuple[Path, GenerationReport]:
     """Load the model (unless ``loaded`` is given) in ``dtype``, generate what is missing, write provenance.
 
@@ -543,7 +544,13 @@ def run_corpus(
     rounds after those): no earlier batch changes. When one is raised a second time, its last batch gains
     jobs: the records already written stay, the new ones come from that batch's seed, so they differ from a
     run that had the larger value from the start (keep the previous value's jobs a multiple of the batch
-    size to avoid this)."""
+    size to avoid this).
+
+    ``extra_rounds_dtype``: sample the extra story rounds in another dtype than the rest (e.g. a float32
+    corpus extended in bfloat16, about 1.6x faster on CPU). Allowed only once everything before the extra
+    rounds is written, and before any extra round was sampled in ``dtype``; it is part of the recorded
+    design (``jobs.extra_rounds_dtype``), so a resume must pass it again, while ``model.dtype`` in the
+    provenance stays the dtype of the main part."""
     from .constants import EMOTIONS_FILE, NEUTRAL_SUBJECTS_FILE, TOPICS_FILE
     from .models import load_model
     from .stimuli import file_sha256, load_emotions, load_topics
@@ -560,6 +567,11 @@ def run_corpus(
         **({"n_neutral_extra": n_neutral_extra} if n_neutral_extra else {}),  # absent in older corpora
         **({"n_rounds_extra": n_rounds_extra} if n_rounds_extra else {}),
     }
+    mixed = extra_rounds_dtype is not None and extra_rounds_dtype != dtype
+    if mixed:
+        if not n_rounds_extra:
+            raise ValueError("extra_rounds_dtype applies to extra story rounds: pass n_rounds_extra > 0")
+        spec["extra_rounds_dtype"] = extra_rounds_dtype
     topics = load_topics()[:n_topics]
     subjects = load_topics(NEUTRAL_SUBJECTS_FILE)
     emotions = load_emotions()
@@ -575,14 +587,23 @@ def run_corpus(
         )
 
     was_chat = _recorded_chat(out)
+    main_dtype = dtype if mixed or not loaded else loaded.info.dtype
     if was_chat is not None:  # a corpus is there: a mismatch is refused before any model loads
-        _check_same_design(out, spec, settings(was_chat), dtype=loaded.info.dtype if loaded else dtype)
+        _check_same_design(out, spec, settings(was_chat), dtype=main_dtype)
+    if mixed:
+        missing = len({j.id for j in jobs[: len(jobs) - n_more]} - _ids_in(out / "corpus.jsonl"))
+        if missing:
+            raise ValueError(
+                f"{out}: {missing} record(s) before the extra rounds are not written yet; finish them in {dtype} "
+                f"(without extra_rounds_dtype) before sampling the extra rounds in {extra_rounds_dtype}"
+            )
     # sampling needs no hooks (see load_model)
-    m = loaded or load_model(model_name, bridge=False, dtype=dtype)
+    m = loaded or load_model(model_name, bridge=False, dtype=extra_rounds_dtype if mixed else dtype)
     sampling = settings(m.info.has_chat_template)
     if was_chat != m.info.has_chat_template:  # not checked above with these settings
-        _check_same_design(out, spec, sampling, dtype=m.info.dtype)
-    record = dict(model_info=m.info.to_dict(), sampling=sampling, jobs_spec=spec, n_jobs=len(jobs))
+        _check_same_design(out, spec, sampling, dtype=main_dtype)
+    info = {**m.info.to_dict(), "dtype": main_dtype} if mixed else m.info.to_dict()
+    record = dict(model_info=info, sampling=sampling, jobs_spec=spec, n_jobs=len(jobs))
     write_provenance(out, **record)  # the settings are on disk before the first batch
     kw = dict(model_name=model_name, progress=progress, max_batches=max_batches, shard=shard)
     path = out / "corpus.jsonl"
@@ -663,6 +684,13 @@ def _check_same_design(out: Path, spec: dict[str, Any], sampling: Sampling, dtyp
         "prompts_hash": _recorded_prompts_hash(prov),
     }
     new = {"jobs": spec, "sampling": sampling.record(), "prompts_hash": prompts_hash(chat)}
+    if isinstance(old["jobs"], dict) and "extra_rounds_dtype" in spec and "extra_rounds_dtype" not in old["jobs"]:
+        if old["jobs"].get("n_rounds_extra", 0):  # extra rounds were sampled in the main dtype already
+            raise ValueError(
+                f"{out} already holds extra story rounds sampled in {was}; extra_rounds_dtype cannot change them. "
+                "Resume without it or choose another --out folder."
+            )
+        old["jobs"] = {**old["jobs"], "extra_rounds_dtype": spec["extra_rounds_dtype"]}
     for key in (
         "n_neutral_extra",
         "n_rounds_extra",
@@ -711,6 +739,10 @@ if __name__ == "__main__":  # python -m emolib.corpus --model smollm2-135m-instr
         "--dtype", default="float32", choices=["float32", "bfloat16"],
         help="weights and activations while sampling (recorded in provenance.json; a resume must match)",
     )  # fmt: skip
+    ap.add_argument(
+        "--extra-rounds-dtype", default=None, choices=["float32", "bfloat16"],
+        help="sample the --n-rounds-extra stories in this dtype (e.g. extend a float32 corpus in bfloat16)",
+    )  # fmt: skip
     ap.add_argument("--out", default=None)
     ap.add_argument(
         "--shard", default=None, metavar="I/N",
@@ -742,6 +774,7 @@ if __name__ == "__main__":  # python -m emolib.corpus --model smollm2-135m-instr
         out_dir=a.out,
         shard=shard,
         dtype=a.dtype,
+        extra_rounds_dtype=a.extra_rounds_dtype,
     )
     print(
         f"{path}: {rep.n_generated} new records, {rep.new_tokens} tokens in {rep.seconds:.0f} s "

@@ -369,6 +369,39 @@ def test_extra_story_rounds_extend_a_finished_corpus_without_changing_it(tiny, t
         run_corpus("tiny", out_dir=tmp_path, **kw)  # fewer rounds than recorded: refused
 
 
+def test_extra_rounds_in_another_dtype_extend_a_finished_corpus(tiny_dir, tmp_path):
+    """A float32 corpus gains extra story rounds sampled in bfloat16: only once its main part is written,
+    recorded in the design (a resume must name it again), the earlier records unchanged."""
+    from emolib.corpus import run_corpus
+
+    s = Sampling(max_new_tokens=3, batch_size=64, seed=1)
+    kw = dict(n_per_emotion=1, n_topics=1, n_neutral=2, sampling=s, progress=False, out_dir=tmp_path)
+    name = str(tiny_dir)
+    bf = dict(extra_rounds_dtype="bfloat16")
+    with pytest.raises(ValueError, match="n_rounds_extra > 0"):
+        run_corpus(name, **bf, **kw)
+    run_corpus(name, max_batches=1, **kw)
+    with pytest.raises(ValueError, match="not written yet"):
+        run_corpus(name, n_rounds_extra=1, **bf, **kw)
+    run_corpus(name, **kw)
+    before = (tmp_path / "corpus.jsonl").read_text()
+    run_corpus(name, n_rounds_extra=1, **bf, **kw)
+    after = (tmp_path / "corpus.jsonl").read_text()
+    assert after.startswith(before) and len(after.splitlines()) == 171 * 2 + 2
+    prov = json.loads((tmp_path / "provenance.json").read_text())
+    assert prov["model"]["dtype"] == "float32" and prov["jobs"]["extra_rounds_dtype"] == "bfloat16"
+    assert prov["complete"] is True
+    with pytest.raises(ValueError, match="other settings"):
+        run_corpus(name, n_rounds_extra=1, **kw)  # resumed without naming the extra rounds' dtype
+    run_corpus(name, n_rounds_extra=2, **bf, **kw)  # more rounds in the same dtype
+    assert (tmp_path / "corpus.jsonl").read_text().startswith(after)
+    assert len(read_jsonl(tmp_path / "corpus.jsonl")) == 171 * 3 + 2
+    kw["out_dir"] = tmp_path / "fp32_rounds"
+    run_corpus(name, n_rounds_extra=1, **kw)
+    with pytest.raises(ValueError, match="already holds extra story rounds"):
+        run_corpus(name, n_rounds_extra=2, **bf, **kw)
+
+
 def test_jsonl_records_with_unicode_line_separators_read_back(tmp_path):
     """json.dumps(ensure_ascii=False) writes U+2028 raw; str.splitlines split the record there, and a
     finished Gemma corpus failed to load. Records are split on newlines only."""
