@@ -684,7 +684,11 @@ def _check_same_design(out: Path, spec: dict[str, Any], sampling: Sampling, dtyp
         "prompts_hash": _recorded_prompts_hash(prov),
     }
     new = {"jobs": spec, "sampling": sampling.record(), "prompts_hash": prompts_hash(chat)}
-    if isinstance(old["jobs"], dict) and "extra_rounds_dtype" in spec and "extra_rounds_dtype" not in old["jobs"]:
+    if (
+        isinstance(old["jobs"], dict)
+        and "extra_rounds_dtype" in spec
+        and "extra_rounds_dtype" not in old["jobs"]
+    ):
         if old["jobs"].get("n_rounds_extra", 0):  # extra rounds were sampled in the main dtype already
             raise ValueError(
                 f"{out} already holds extra story rounds sampled in {was}; extra_rounds_dtype cannot change them. "
