@@ -547,7 +547,7 @@ def run_corpus(
     size to avoid this).
 
     ``extra_rounds_dtype``: sample the extra story rounds in another dtype than the rest (e.g. a float32
-    corpus extended in bfloat16, about 1.6x faster on CPU). Allowed only once everything before the extra
+    corpus extended in bfloat16, about 2x faster on an AVX-512 CPU). Allowed only once everything before the extra
     rounds is written, and before any extra round was sampled in ``dtype``; it is part of the recorded
     design (``jobs.extra_rounds_dtype``), so a resume must pass it again, while ``model.dtype`` in the
     provenance stays the dtype of the main part."""
