@@ -42,6 +42,13 @@ CORPUS_KEYS = (
     ("split_half_per_half", "stories per half", ".0f"),
     ("split_half_cosine", "split-half cosine", ".2f"),
 )
+# Chapter 05's comparison of a base model with its post-trained version: (metrics key, label).
+POSTTRAIN_KEYS = (
+    ("posttrain_profile_r_neutral", "profile r, neutral prompts"),
+    ("posttrain_profile_r_challenging", "profile r, challenging prompts"),
+    ("posttrain_profile_r_self", "profile r, prompts about itself"),
+    ("posttrain_shift_consistency_r", "shift consistency across prompt sets"),
+)
 STEERING_KEYS = (
     "blackmail_desperate_slope",
     "blackmail_calm_slope",
@@ -57,6 +64,8 @@ __all__ = [
     "depth_references",
     "load_all_metrics",
     "load_replications",
+    "posttrain_frame",
+    "posttrain_pairs",
     "steering_frame",
 ]
 
@@ -321,3 +330,61 @@ def steering_frame(cmp: Comparison, keys: Sequence[str] = STEERING_KEYS) -> Any:
     """Steering slopes per model with CI, the random-direction 95th percentile |slope| and the verdict."""
     t = cmp.long()
     return t[t["key"].isin(keys)].reset_index(drop=True)
+
+
+def posttrain_frame(cmp: Comparison, keys: Sequence[tuple[str, str]] = POSTTRAIN_KEYS) -> Any:
+    """Chapter 05 per model: each measure of :data:`POSTTRAIN_KEYS` with its 95% CI, the permutation null's
+    95th percentile (where recorded), the paper's value (from the glance rows), and which base model and
+    post-trained checkpoint were compared (the model's own corpus supplies the stories for the vectors).
+    Models without chapter 05 results are left out."""
+    import pandas as pd
+
+    paper = {r.key: r.paper for r in cmp.rows if r.paper is not None}
+    recs = []
+    for model in cmp.models:
+        m = cmp.metrics_by_model[model]
+        for key, label in keys:
+            v = _num(m.get(key))
+            if v is None:
+                continue
+            recs.append(
+                {
+                    "model": model,
+                    "key": key,
+                    "measure": label,
+                    "value": v,
+                    "ci_low": _num(m.get(f"{key}_ci_low")),
+                    "ci_high": _num(m.get(f"{key}_ci_high")),
+                    "null95": _num(m.get(f"{key}_null95")),
+                    "paper": _num(paper.get(key)),
+                    "base_model": m.get("posttrain_base_model"),
+                    "post": m.get("posttrain_adapter"),
+                    "layer": m.get("posttrain_layer"),
+                }
+            )
+    cols = [
+        "model",
+        "key",
+        "measure",
+        "value",
+        "ci_low",
+        "ci_high",
+        "null95",
+        "paper",
+        "base_model",
+        "post",
+        "layer",
+    ]
+    return pd.DataFrame(recs, columns=cols)
+
+
+def posttrain_pairs(frame: Any) -> str:
+    """One sentence for the prose: for each model in :func:`posttrain_frame`, which base and post-trained
+    checkpoint were compared, at which layer."""
+    if not len(frame):
+        return "no model has run chapter 05 yet"
+    parts = []
+    for model, g in frame.groupby("model", sort=False):
+        r = g.iloc[0]
+        parts.append(f"{model}'s stories read by {r['base_model']} against {r['post']} at layer {r['layer']}")
+    return "; ".join(parts)

@@ -276,3 +276,47 @@ def steering_comparison(frame: Any) -> plt.Figure:
         ax.legend(uniq.values(), uniq.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     return fig
+
+
+@themed
+def posttrain_comparison(frame: Any) -> plt.Figure:
+    """Chapter 05 per model (:func:`emolib.compare.posttrain_frame`): each base-vs-post-trained measure
+    (point, 95% CI), the permutation null's 95th percentile (grey band) and the paper's value (black diamond)."""
+    keys = list(dict.fromkeys(frame["key"])) if len(frame) else []
+    models = list(dict.fromkeys(frame["model"])) if len(frame) else []
+    fig, ax = plt.subplots(figsize=(7.5, 0.8 + 0.5 * max(len(keys), 1) * max(len(models), 1)))
+    colors = dict(zip(models, sns.color_palette("colorblind", max(len(models), 1))))
+    y, ticks, names = 0.0, [], []
+    for key in keys:
+        for model in models:
+            r = frame[(frame["key"] == key) & (frame["model"] == model)]
+            if r.empty:
+                continue
+            r = r.iloc[0]
+            if r["null95"] == r["null95"] and r["null95"] is not None:
+                ax.fill_betweenx([y - 0.3, y + 0.3], -r["null95"], r["null95"], color="0.85", lw=0)
+            xerr = None
+            if r["ci_low"] == r["ci_low"] and r["ci_high"] == r["ci_high"] and r["ci_low"] is not None:
+                xerr = [[r["value"] - r["ci_low"]], [r["ci_high"] - r["value"]]]
+            ax.errorbar(r["value"], y, xerr=xerr, fmt="o", color=colors[model], capsize=3, label=model)
+            if r["paper"] == r["paper"] and r["paper"] is not None:
+                ax.plot(r["paper"], y, "D", color="black", ms=5, label="paper (Claude Sonnet 4.5)")
+            ticks.append(y)
+            names.append(r["measure"])
+            y += 1
+        y += 0.5
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlim(-0.25, 1.05)
+    ax.set_yticks(ticks, names)
+    ax.invert_yaxis()
+    ax.set_xlabel("Pearson r (grey: permuted emotions, 95th percentile)")
+    handles, labs = ax.get_legend_handles_labels()
+    uniq = dict(zip(labs, handles))
+    if uniq:
+        ax.legend(uniq.values(), uniq.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    if not keys:
+        ax.text(
+            0.4, 0.5, "no model has post-training results", ha="center", va="center", transform=ax.transAxes
+        )
+    fig.tight_layout()
+    return fig

@@ -12,6 +12,7 @@ from emolib.compare import (
     depth_curves,
     load_all_metrics,
     load_replications,
+    posttrain_frame,
     steering_frame,
 )
 from emolib.report import NOT_RUN, NOT_TESTABLE, REPLICATES, GlanceRow
@@ -83,6 +84,33 @@ def test_steering_frame_and_figure():
     assert f["key"].unique().tolist() == ["blackmail_desperate_slope"] and len(f) == 2
     fig = plots.steering_comparison(f)
     assert fig.axes[0].get_yticklabels()[0].get_text() == "blackmail desperate"
+
+
+def test_posttrain_frame_and_figure_carry_ci_null_paper_and_the_pair():
+    rows = [*ROWS, GlanceRow(claim="pt", chapter="05", key="posttrain_profile_r_neutral", paper=0.83)]
+    a = {
+        **A,
+        "posttrain_profile_r_neutral": 0.9,
+        "posttrain_profile_r_neutral_ci_low": 0.88,
+        "posttrain_profile_r_neutral_ci_high": 0.92,
+        "posttrain_profile_r_neutral_null95": 0.15,
+        "posttrain_shift_consistency_r": 0.8,
+        "posttrain_base_model": "gemma-3-270m",
+        "posttrain_adapter": "data/posttrain/adapters/step_120",
+    }
+    cmp = compare_models({"a": a, "b": B}, rows=rows, replications=[])
+    f = posttrain_frame(cmp)
+    assert f["model"].tolist() == ["a", "a"]  # b has no chapter 05 results
+    neu = f.set_index("key").loc["posttrain_profile_r_neutral"]
+    assert (neu["value"], neu["ci_low"], neu["null95"], neu["paper"]) == (0.9, 0.88, 0.15, 0.83)
+    assert neu["base_model"] == "gemma-3-270m" and neu["post"].endswith("step_120")
+    cons = f.set_index("key").loc["posttrain_shift_consistency_r"]
+    assert cons[["ci_low", "paper"]].isna().all()  # not recorded: left empty, never invented
+    fig = plots.posttrain_comparison(f)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == f["measure"].tolist()
+    assert "paper (Claude Sonnet 4.5)" in fig.axes[0].get_legend_handles_labels()[1]
+    empty = plots.posttrain_comparison(posttrain_frame(compare_models({"b": B}, rows=rows, replications=[])))
+    assert empty.axes[0].texts
 
 
 def test_load_all_metrics_reads_every_model_and_names_a_malformed_file(tmp_path):
