@@ -726,3 +726,68 @@ def example_stories(
         text = r["text"] if len(r["text"]) <= chars else r["text"][:chars].rsplit(" ", 1)[0] + " …"
         rows.append({"emotion": e, "topic": r["topic"], "story (start)": text})
     return pd.DataFrame(rows)
+
+
+def _main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """``python -m emolib.recognition``: the split-half reliability of one corpus's vectors at one layer
+    (:func:`reliability`, the configured recipe of chapter 01), e.g. to check a corpus before it replaces the
+    one the chapters read. Per-story means come through the result store's chunks (stored ones are read)."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from .activations import from_config
+    from .config import VectorsConfig
+    from .corpus import corpus_dir_for, load_corpus
+    from .stimuli import load_emotions
+
+    ap = argparse.ArgumentParser(prog="python -m emolib.recognition", description=_main.__doc__)
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--corpus", default="", help="corpus folder (default data/corpus/<model>)")
+    ap.add_argument("--layer", default="default", help="an int, or 'default' (two-thirds depth)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--token-offset", type=int, default=50, help="first token position averaged (chapter 01: 50)"
+    )
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--out", default="", help="also write the figures to this JSON file")
+    a = ap.parse_args(argv)
+    layer: int | str = int(a.layer) if a.layer.lstrip("-").isdigit() else a.layer
+    cfg = VectorsConfig(
+        notebook="reliability", model=a.model, seed=a.seed, device=a.device, dtype=a.dtype, layer=layer,
+        token_offset=a.token_offset, chunked=True,
+    )  # fmt: skip
+    folder = Path(a.corpus) if a.corpus else corpus_dir_for(a.model)
+    corpus = load_corpus(folder, load_emotions())
+    m = cfg.load_model()
+    L = cfg.resolve_layer(m.info.n_layers)
+    ca = from_config(m, corpus, cfg, [L])
+    if len(ca.stories) < 4 * len(ca.emotions):
+        raise ValueError(
+            f"{len(ca.stories)} stories keep a token after position {a.token_offset}: too few for two halves "
+            f"of {len(ca.emotions)} emotions (lower --token-offset or use a corpus of longer stories)"
+        )
+    rel = reliability(ca, cfg, L)
+    q = corpus.quality()
+    out = {
+        "corpus": str(folder),
+        "corpus_sha256": corpus.sha256,
+        "model": m.info.name,
+        "weights_hash": m.info.weights_hash,
+        "layer": L,
+        "seed": a.seed,
+        **{k: q[k] for k in ("n_stories", "stories_per_emotion_min", "cutoff_share", "leak_rate")},
+        "n_stories_used": int(len(ca.stories)),
+        **rel.metrics(),
+        "curve": rel.curve.to_dict(orient="records"),
+    }
+    text = json.dumps(out, indent=1, default=float)
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    _main()

@@ -152,3 +152,48 @@ def test_from_config_reads_stored_chunks_when_the_config_says_so(tiny, stores):
     assert len(ca.stories) == 3 * len(EMOTIONS)
     plain = from_config(tiny, corpus, VectorsConfig(notebook="x", token_offset=2), [2], progress=False)
     assert "chunked" not in plain.settings and len(plain.stories) == 5 * len(EMOTIONS)
+
+
+def test_reliability_command_reads_a_corpus_folder_through_the_store(tiny_dir, stores, monkeypatch):
+    """``python -m emolib.recognition --corpus DIR``: the split-half figures of a corpus not yet swapped in,
+    computed once through the stored chunks and read back (no forward) on a second call."""
+    import json
+
+    import emolib.corpus
+    from emolib import recognition
+
+    corpus = _corpus(stores)
+    corpus.stories["leak"] = False
+    corpus.stories["other_emotion_word"] = False
+    corpus.stories["hit_eos"] = [True] * (len(corpus.stories) - 1) + [False]
+    asked = []
+    monkeypatch.setattr(emolib.corpus, "load_corpus", lambda folder, emotions: asked.append(folder) or corpus)
+    out = stores / "rel.json"
+    argv = [
+        "--model",
+        str(tiny_dir),
+        "--corpus",
+        "somewhere",
+        "--layer",
+        "1",
+        "--token-offset",
+        "2",
+        "--out",
+        str(out),
+    ]
+    first = recognition._main(argv)
+    assert str(asked[0]) == "somewhere" and first["layer"] == 1 and first["n_stories_used"] == 15
+    assert first["split_half_per_half"] == 2 and first["cutoff_share"] == pytest.approx(1 / 15)
+    assert -1 <= first["split_half_cosine"] <= 1
+    assert (
+        first["split_half_cosine_ci_low"] <= first["split_half_cosine"] <= first["split_half_cosine_ci_high"]
+    )
+    assert json.loads(out.read_text())["split_half_cosine"] == first["split_half_cosine"]
+    computed = store.COUNTS["computed"]
+    assert computed >= 2
+    again = recognition._main(argv)
+    assert store.COUNTS["computed"] == computed and again["split_half_cosine"] == first["split_half_cosine"]
+    with pytest.raises(ValueError, match="layer"):
+        recognition._main([*argv[:4], "--layer", "9"])
+    with pytest.raises(ValueError, match="too few"):
+        recognition._main([*argv[:6], "--token-offset", "60"])
