@@ -171,6 +171,18 @@ def _verdict(low: float, high: float, what: str, p: float | None = None) -> str:
     return f"{sign} (the 95% CI of {what} excludes zero)"
 
 
+def _against_random(estimate: float, random: np.ndarray) -> str:
+    """Where an effect lies against the random directions' effects: inside their range, above every one, or
+    below every one (an emotion vector that moves less than every random direction is no sign of a specific
+    effect, even when it lies outside the range)."""
+    n = len(random)
+    if estimate > random.max():
+        return f"above every one of the {n} random directions"
+    if estimate < random.min():
+        return f"below every one of the {n} random directions (smaller than a random direction's shift)"
+    return f"inside the range of the {n} random directions"
+
+
 # ------------------------------------------------------------------------------------------- pair design
 def balanced_pairs(n_items: int, per_item: int | None, seed: int) -> np.ndarray:
     """Unordered pairs ``[n_pairs, 2]`` (i < j), each item in about ``per_item`` of them (a union of random
@@ -880,11 +892,8 @@ class SteerElo:
                 pr = perm_p(d.estimate, self.random_delta, "two-sided")
                 out[f"elo_steer_delta_{e}_p_random"] = float(pr)
                 out[f"elo_steer_delta_{e}_p_random_text"] = pr.text("random directions")
-                inside = self.random_delta.min() <= d.estimate <= self.random_delta.max()
-                where = "inside" if inside else "outside"
                 out[f"elo_steer_delta_{e}_verdict"] = (
-                    f"{_verdict(d.low, d.high, 'ΔElo')}, and {where} the range of the "
-                    f"{len(self.random_delta)} random directions"
+                    f"{_verdict(d.low, d.high, 'ΔElo')}, and {_against_random(d.estimate, self.random_delta)}"
                 )
         if self.vs_probe is not None:
             out.update(self.vs_probe.metrics("elo_steer_vs_probe_r"))
@@ -895,6 +904,8 @@ class SteerElo:
         est = np.array([d.estimate for d in self.delta])
         lo_r, hi_r = self.random_delta.min(), self.random_delta.max()
         out["elo_steer_n_outside_random"] = int(np.sum((est < lo_r) | (est > hi_r)))
+        out["elo_steer_n_above_random"] = int(np.sum(est > hi_r))
+        out["elo_steer_n_below_random"] = int(np.sum(est < lo_r))
         lo, hi = np.quantile(self.random_delta, [0.025, 0.975])
         out.update(
             {
