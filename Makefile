@@ -77,10 +77,12 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
-# Speed figures (printed, and recorded in benchmarks/RESULTS.md with the machine); never asserted in tests.
+# Speed figures (printed, and recorded in benchmarks/RESULTS.md with the machine); never asserted in tests. The
+# last step times the whole book from an empty cache (printed; `make bench-book` also appends it to RESULTS.md).
 bench: install
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/steering.py
+	$(BIN)/python benchmarks/book_time.py --model $(MODEL) --device $(DEVICE) --dtype $(DTYPE)
 
 # The whole book from an empty cache, wall time per notebook (appended to benchmarks/RESULTS.md).
 bench-book: install
