@@ -317,7 +317,7 @@ if __name__ == "__main__":  # python -m emolib.activations --layers default --sh
 
     from .config import default_layer, spaced_layers
     from .corpus import corpus_dir_for, load_corpus
-    from .models import load_model
+    from .models import load_model, shard_threads
     from .stimuli import load_emotions
 
     ap = argparse.ArgumentParser(description="Fill the result store with a corpus's per-story means.")
@@ -334,6 +334,7 @@ if __name__ == "__main__":  # python -m emolib.activations --layers default --sh
     ap.add_argument("--kinds", default="story,neutral", help="story, neutral or both (comma-separated)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: cores / shards)")
     a = ap.parse_args()
     shard = None
     if a.shard:
@@ -342,6 +343,7 @@ if __name__ == "__main__":  # python -m emolib.activations --layers default --sh
             assert len(shard) == 2
         except (ValueError, AssertionError):
             ap.error(f"--shard must look like 0/2, got {a.shard!r}")
+    shard_threads(shard[1] if shard else 1, a.threads)
     m = load_model(a.model, device=a.device, dtype=a.dtype)
     n = m.info.n_layers
     named = {"default": [default_layer(n)], "spaced": spaced_layers(n)}

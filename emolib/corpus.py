@@ -748,6 +748,7 @@ if __name__ == "__main__":  # python -m emolib.corpus --model smollm2-135m-instr
         help="sample the --n-rounds-extra stories in this dtype (e.g. extend a float32 corpus in bfloat16)",
     )  # fmt: skip
     ap.add_argument("--out", default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: cores / shards)")
     ap.add_argument(
         "--shard", default=None, metavar="I/N",
         help="only batches with index I modulo N: run N processes (one per core) on one corpus",
@@ -760,6 +761,9 @@ if __name__ == "__main__":  # python -m emolib.corpus --model smollm2-135m-instr
         except ValueError:
             ap.error(f"--shard must look like 0/2, got {a.shard!r}")
         shard = (i, n)
+    from .models import shard_threads
+
+    shard_threads(shard[1] if shard else 1, a.threads)
     given = {
         "batch_size": a.batch_size,
         "max_new_tokens": a.max_new_tokens,

@@ -530,6 +530,24 @@ def load_model(
     return LoadedModel(bridge=tl, tokenizer=tok, info=info, hf_model=hf)
 
 
+def shard_threads(n_shards: int, threads: int | None = None, cores: int | None = None) -> int:
+    """Set torch's intra-op threads for one of ``n_shards`` processes working side by side, and return the
+    number: ``threads`` when given, else the usable cores divided among the shards (at least 1). torch's
+    default (every core in every process) oversubscribes the CPU: on this project's 2-core Xeon, two layer-20
+    extraction shards at 2 threads each took about twice as long per stored chunk as at 1 thread each."""
+    import torch
+
+    if n_shards < 1:
+        raise ValueError(f"n_shards must be >= 1, got {n_shards}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = threads or max(1, cores // n_shards)
+    torch.set_num_threads(n)
+    return n
+
+
 def check_layers(info: ModelInfo, layers: int | list[int] | tuple[int, ...]) -> list[int]:
     """Validate layer indices (negative counts from the end) and return them sorted and unique."""
     items = [layers] if isinstance(layers, int) else list(layers)

@@ -326,3 +326,22 @@ def test_gemma_gguf_assembles_through_a_private_file_and_replaces_a_damaged_copy
     calls.clear()
     _gemma_gguf()  # a good copy is checked and reused, not rewritten
     assert calls == [target]
+
+
+def test_shard_threads_divides_the_cores_among_side_by_side_shards():
+    import torch
+
+    from emolib.models import shard_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert shard_threads(2, cores=2) == 1 == torch.get_num_threads()
+        assert shard_threads(4, cores=2) == 1  # never below one thread
+        assert shard_threads(2, cores=8) == 4 == torch.get_num_threads()
+        assert shard_threads(2, threads=3, cores=8) == 3 == torch.get_num_threads()
+        with pytest.raises(ValueError, match="n_shards"):
+            shard_threads(0)
+        with pytest.raises(ValueError, match="threads"):
+            shard_threads(1, threads=0)
+    finally:
+        torch.set_num_threads(before)
