@@ -770,7 +770,18 @@ def _main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
     rel = reliability(ca, cfg, L)
     q = corpus.quality()
+    from datetime import UTC, datetime
+
+    from . import __version__
+    from .results import git_commit
+
     out = {
+        "provenance": {
+            "config": cfg.provenance(),
+            "emolib_version": __version__,
+            "git_commit": git_commit(),
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        },
         "corpus": str(folder),
         "corpus_sha256": corpus.sha256,
         "model": m.info.name,

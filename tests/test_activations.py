@@ -183,6 +183,7 @@ def test_reliability_command_reads_a_corpus_folder_through_the_store(tiny_dir, s
     ]
     first = recognition._main(argv)
     assert str(asked[0]) == "somewhere" and first["layer"] == 1 and first["n_stories_used"] == 15
+    assert first["provenance"]["config"]["token_offset"] == 2 and first["provenance"]["emolib_version"]
     assert first["split_half_per_half"] == 2 and first["cutoff_share"] == pytest.approx(1 / 15)
     assert -1 <= first["split_half_cosine"] <= 1
     assert (
