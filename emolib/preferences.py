@@ -903,9 +903,9 @@ class SteerElo:
             )
         est = np.array([d.estimate for d in self.delta])
         lo_r, hi_r = self.random_delta.min(), self.random_delta.max()
-        out["elo_steer_n_outside_random"] = int(np.sum((est < lo_r) | (est > hi_r)))
-        out["elo_steer_n_above_random"] = int(np.sum(est > hi_r))
-        out["elo_steer_n_below_random"] = int(np.sum(est < lo_r))
+        above, below = int(np.sum(est > hi_r)), int(np.sum(est < lo_r))
+        out["elo_steer_n_above_random"], out["elo_steer_n_below_random"] = above, below
+        out["elo_steer_n_outside_random"] = above + below
         lo, hi = np.quantile(self.random_delta, [0.025, 0.975])
         out.update(
             {
