@@ -253,13 +253,105 @@ def degenerate_reason(text: str) -> str | None:
 # --- generation ---------------------------------------------------------------------------------
 
 
+# --- the corpus file: plain while it is written, gzip-compressed once finished ---------------------------
+
+CORPUS_FILE = "corpus.jsonl"
+COMPRESSED_FILE = "corpus.jsonl.gz"
+
+
+def corpus_file(folder: str | Path) -> Path:
+    """The corpus file in ``folder``: ``corpus.jsonl`` (appended to while a corpus is generated) or, for a
+    finished corpus compressed by :func:`compress_corpus`, ``corpus.jsonl.gz``. Neither there: the plain path
+    (which does not exist). Both there is an error: which one is the corpus would be a guess."""
+    folder = Path(folder)
+    plain, packed = folder / CORPUS_FILE, folder / COMPRESSED_FILE
+    if plain.exists() and packed.exists():
+        raise ValueError(
+            f"{folder} holds both {CORPUS_FILE} and {COMPRESSED_FILE}; keep one (python -m emolib.corpus "
+            f"--compress {folder} or --expand {folder} replaces one by the other)"
+        )
+    return packed if packed.exists() else plain
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The content of a JSONL file, decompressed if its name ends in ``.gz``."""
+    import gzip
+
+    data = path.read_bytes()
+    if path.suffix != ".gz":
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path}: not a complete gzip file ({e}); restore it from version control") from e
+
+
+def content_sha256(path: str | Path) -> str:
+    """The sha256 of a corpus file's JSONL content: the same for ``corpus.jsonl`` and its compressed copy,
+    so compressing a corpus changes neither its recorded hash nor the result-store keys built on it."""
+    return hashlib.sha256(_read_bytes(Path(path))).hexdigest()
+
+
+def _recorded_sha(folder: Path) -> str | None:
+    prov = folder / "provenance.json"
+    return json.loads(prov.read_text()).get("corpus_sha256") if prov.exists() else None
+
+
+def compress_corpus(folder: str | Path) -> Path:
+    """Replace a finished ``folder/corpus.jsonl`` by ``corpus.jsonl.gz`` (deterministic bytes: no name or
+    time in the gzip header), after checking that the copy decompresses to the same content and that this
+    content is the one ``provenance.json`` records. A large corpus committed this way takes about a quarter
+    of the space. Returns the compressed file."""
+    import gzip
+
+    folder = Path(folder)
+    plain, packed = folder / CORPUS_FILE, folder / COMPRESSED_FILE
+    if not plain.exists():
+        raise FileNotFoundError(f"No {CORPUS_FILE} in {folder} to compress")
+    if packed.exists():
+        raise ValueError(f"{packed} exists already; remove one of the two files first")
+    data = plain.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    recorded = _recorded_sha(folder)
+    if recorded != sha:
+        raise ValueError(
+            f"{plain} is not the corpus its provenance.json describes (recorded sha256 {recorded}, file {sha}); "
+            "only a finished corpus with its provenance is compressed"
+        )
+    blob = gzip.compress(data, compresslevel=9, mtime=0)
+    if gzip.decompress(blob) != data:  # pragma: no cover - a broken zlib
+        raise RuntimeError("gzip round trip changed the corpus; nothing was replaced")
+    tmp = folder / f".{COMPRESSED_FILE}.{os.getpid()}.tmp"
+    tmp.write_bytes(blob)
+    os.replace(tmp, packed)
+    plain.unlink()
+    return packed
+
+
+def expand_corpus(folder: str | Path) -> Path:
+    """The reverse of :func:`compress_corpus` (a compressed corpus is expanded before it is extended):
+    writes ``corpus.jsonl`` from ``corpus.jsonl.gz`` and removes the compressed file. Returns the plain file."""
+    folder = Path(folder)
+    plain, packed = folder / CORPUS_FILE, folder / COMPRESSED_FILE
+    if not packed.exists():
+        raise FileNotFoundError(f"No {COMPRESSED_FILE} in {folder} to expand")
+    if plain.exists():
+        raise ValueError(f"{plain} exists already; remove one of the two files first")
+    data = _read_bytes(packed)
+    tmp = folder / f".{CORPUS_FILE}.{os.getpid()}.tmp"
+    tmp.write_bytes(data)
+    os.replace(tmp, plain)
+    packed.unlink()
+    return plain
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a JSONL file. A torn last line (a run killed mid-write) is ignored; a malformed line
-    elsewhere is an error."""
+    """Records of a JSONL file (gzip-compressed if its name ends in ``.gz``). A torn last line (a run killed
+    mid-write) is ignored; a malformed line elsewhere is an error."""
     path = Path(path)
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").split("\n")
+    lines = _read_bytes(path).decode("utf-8").split("\n")
     out = []
     for n, line in enumerate(lines):
         if not line.strip():
@@ -295,7 +387,7 @@ def _ids_in(path: Path) -> set[str]:
     if not path.exists():
         return set()
     ids = set()
-    for line in path.read_text(encoding="utf-8").split("\n"):
+    for line in _read_bytes(path).decode("utf-8").split("\n"):
         try:
             ids.add(json.loads(line)["id"])
         except (ValueError, KeyError, TypeError):
@@ -472,11 +564,9 @@ def write_provenance(
 
     Written before generation starts as well as after it, so an interrupted run leaves a record of its
     settings (``complete`` false) that a resume is checked against."""
-    from .stimuli import file_sha256
-
     corpus_dir = Path(corpus_dir)
     corpus_dir.mkdir(parents=True, exist_ok=True)
-    path = corpus_dir / "corpus.jsonl"
+    path = corpus_file(corpus_dir)
     recs = read_jsonl(path) if path.exists() else []
     stories = [r for r in recs if r["kind"] == "story"]
     prov = {
@@ -491,7 +581,7 @@ def write_provenance(
             "new_tokens": sum(r["n_new_tokens"] for r in recs),
         },
         "complete": n_jobs is None or len(recs) >= n_jobs,
-        "corpus_sha256": file_sha256(path) if path.exists() else None,
+        "corpus_sha256": content_sha256(path) if path.exists() else None,
         "emolib_version": __version__,
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -502,9 +592,12 @@ def write_provenance(
 
 
 def corpus_dir_for(model_name: str, root: str | Path | None = None) -> Path:
+    """``<root>/<model slug>``; the root defaults to ``$EMOLIB_CORPUS_DIR`` if set (read at call time: every
+    chapter then reads its corpus from there, e.g. a staging folder whose results go to
+    ``$EMOLIB_RESULTS_DIR``), else the repository's ``data/corpus``."""
     from .constants import CORPUS_DIR, model_slug
 
-    return Path(root or CORPUS_DIR) / model_slug(model_name)
+    return Path(root or os.environ.get("EMOLIB_CORPUS_DIR") or CORPUS_DIR) / model_slug(model_name)
 
 
 # The batch index (and so the seed) of the first batch of extra story rounds: far past any main or extra
@@ -586,17 +679,20 @@ def run_corpus(
             CORPUS_SAMPLING if chat else BASE_CORPUS_SAMPLING, **(overrides or {})
         )
 
+    packed = corpus_file(out).name == COMPRESSED_FILE  # a finished corpus, compressed
     was_chat = _recorded_chat(out)
     main_dtype = dtype if mixed or not loaded else loaded.info.dtype
     if was_chat is not None:  # a corpus is there: a mismatch is refused before any model loads
         _check_same_design(out, spec, settings(was_chat), dtype=main_dtype)
     if mixed:
-        missing = len({j.id for j in jobs[: len(jobs) - n_more]} - _ids_in(out / "corpus.jsonl"))
+        missing = len({j.id for j in jobs[: len(jobs) - n_more]} - _ids_in(corpus_file(out)))
         if missing:
             raise ValueError(
                 f"{out}: {missing} record(s) before the extra rounds are not written yet; finish them in {dtype} "
                 f"(without extra_rounds_dtype) before sampling the extra rounds in {extra_rounds_dtype}"
             )
+    if packed:  # generation appends to the plain file; compressed again below once complete
+        expand_corpus(out)
     # sampling needs no hooks (see load_model)
     m = loaded or load_model(model_name, bridge=False, dtype=extra_rounds_dtype if mixed else dtype)
     sampling = settings(m.info.has_chat_template)
@@ -625,7 +721,8 @@ def run_corpus(
         report.batches += more.batches
     if len(_ids_in(out / "corpus.jsonl") & {j.id for j in jobs}) == len(jobs):
         sort_in_job_order(out / "corpus.jsonl", [j.id for j in jobs])
-    write_provenance(out, **record)
+    if write_provenance(out, **record)["complete"] and packed:
+        compress_corpus(out)
     return out, report
 
 
@@ -659,7 +756,7 @@ def sort_in_job_order(path: str | Path, order: Sequence[str]) -> bool:
 
 def _recorded_chat(out: Path) -> bool | None:
     """Whether the corpus in ``out`` was written by a chat model (None: no corpus there yet)."""
-    if not (out / "corpus.jsonl").exists() or not (out / "provenance.json").exists():
+    if not corpus_file(out).exists() or not (out / "provenance.json").exists():
         return None
     prov = json.loads((out / "provenance.json").read_text())
     return bool((prov.get("model") or {}).get("has_chat_template", True))
@@ -667,7 +764,7 @@ def _recorded_chat(out: Path) -> bool | None:
 
 def _check_same_design(out: Path, spec: dict[str, Any], sampling: Sampling, dtype: str | None = None) -> None:
     prov_path = out / "provenance.json"
-    if not (out / "corpus.jsonl").exists() or not prov_path.exists():
+    if not corpus_file(out).exists() or not prov_path.exists():
         return
     prov = json.loads(prov_path.read_text())
     was = (prov.get("model") or {}).get("dtype")
@@ -748,12 +845,26 @@ if __name__ == "__main__":  # python -m emolib.corpus --model smollm2-135m-instr
         help="sample the --n-rounds-extra stories in this dtype (e.g. extend a float32 corpus in bfloat16)",
     )  # fmt: skip
     ap.add_argument("--out", default=None)
+    ap.add_argument(
+        "--compress", default=None, metavar="DIR",
+        help="replace the finished DIR/corpus.jsonl by corpus.jsonl.gz (same content hash) and exit",
+    )  # fmt: skip
+    ap.add_argument(
+        "--expand", default=None, metavar="DIR", help="replace DIR/corpus.jsonl.gz by corpus.jsonl and exit"
+    )  # fmt: skip
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: cores / shards)")
     ap.add_argument(
         "--shard", default=None, metavar="I/N",
         help="only batches with index I modulo N: run N processes (one per core) on one corpus",
     )  # fmt: skip
     a = ap.parse_args()
+    if a.compress or a.expand:
+        try:
+            done = compress_corpus(a.compress) if a.compress else expand_corpus(a.expand)
+        except (OSError, ValueError) as e:
+            ap.exit(2, f"error: {e}\n")
+        print(f"wrote {done} ({done.stat().st_size / 1e6:.1f} MB)")
+        raise SystemExit(0)
     shard = None
     if a.shard:
         try:
@@ -855,13 +966,12 @@ class Corpus:
 
 
 def load_corpus(folder: str | Path, emotions: Sequence[str]) -> Corpus:
-    """Read ``folder/corpus.jsonl`` and validate every record against the emotion list."""
+    """Read ``folder/corpus.jsonl`` (or its compressed copy ``corpus.jsonl.gz``) and validate every record
+    against the emotion list."""
     import pandas as pd
 
-    from .stimuli import file_sha256
-
     folder = Path(folder)
-    path = folder / "corpus.jsonl"
+    path = corpus_file(folder)
     if not path.exists():
         raise FileNotFoundError(f"No corpus at {path}; generate one with python -m emolib.corpus --model ...")
     recs = read_jsonl(path)
@@ -892,6 +1002,6 @@ def load_corpus(folder: str | Path, emotions: Sequence[str]) -> Corpus:
         stories.reset_index(drop=True),
         neutral.reset_index(drop=True),
         tuple(emotions),
-        file_sha256(path),
+        content_sha256(path),
         path,
     )

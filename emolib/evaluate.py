@@ -49,13 +49,13 @@ class CorpusReport:
 def corpus_for(cfg: Any, folder: str | Path = "", regenerate: bool | str = "auto", loaded: Any = None) -> Any:
     """The model's corpus (``folder``, default ``data/corpus/<slug>``), generated first when ``regenerate``
     is True, or "auto" and there is none yet (:func:`emolib.corpus.run_corpus`)."""
-    from .corpus import corpus_dir_for, load_corpus, run_corpus
+    from .corpus import corpus_dir_for, corpus_file, load_corpus, run_corpus
     from .stimuli import load_emotions
 
     if regenerate not in (True, False, "auto"):
         raise ValueError(f"regenerate must be True, False or 'auto', got {regenerate!r}")
     path = Path(folder) if folder else corpus_dir_for(cfg.model)
-    if regenerate is True or (regenerate == "auto" and not (path / "corpus.jsonl").exists()):
+    if regenerate is True or (regenerate == "auto" and not corpus_file(path).exists()):
         run_corpus(cfg.model, out_dir=path, loaded=loaded)
     return load_corpus(path, load_emotions())
 

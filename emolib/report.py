@@ -414,6 +414,8 @@ def corpus_facts(model: str, folder: str | Path | None = None) -> CorpusFacts:
     prov = json.loads(prov_path.read_text())
     jobs, counts = prov.get("jobs", {}), prov.get("counts", {})
     per = jobs.get("n_per_emotion")
+    if per is not None:  # extra story rounds add one story per emotion each
+        per = int(per) + int(jobs.get("n_rounds_extra", 0))
     return CorpusFacts(
         int(per) if per is not None else None,
         int(counts["stories"]) if "stories" in counts else None,

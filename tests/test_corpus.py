@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -411,3 +412,65 @@ def test_jsonl_records_with_unicode_line_separators_read_back(tmp_path):
     recs = [{"id": "a", "text": "one\u2028two\x85three"}, {"id": "b", "text": "ok"}]
     assert _append(path, recs) == 2
     assert read_jsonl(path) == recs and _ids_in(path) == {"a", "b"}
+
+
+def test_a_compressed_corpus_loads_with_the_same_hash_and_extends(tiny_dir, tmp_path):
+    """A finished corpus compressed to corpus.jsonl.gz loads as the same corpus (same content hash, so the
+    store keys and the provenance still match), is expanded to be extended and compressed again once
+    complete; compressing a file that is not the recorded corpus, or keeping both files, is refused."""
+    import gzip
+
+    from emolib.corpus import compress_corpus, corpus_file, expand_corpus, load_corpus, run_corpus
+    from emolib.stimuli import load_emotions
+
+    s = Sampling(max_new_tokens=3, batch_size=64, seed=1)
+    kw = dict(n_per_emotion=1, n_topics=1, n_neutral=2, sampling=s, progress=False, out_dir=tmp_path)
+    run_corpus(str(tiny_dir), **kw)
+    plain = (tmp_path / "corpus.jsonl").read_bytes()
+    before = load_corpus(tmp_path, load_emotions())
+    packed = compress_corpus(tmp_path)
+    assert packed.name == "corpus.jsonl.gz" and not (tmp_path / "corpus.jsonl").exists()
+    assert gzip.decompress(packed.read_bytes()) == plain and corpus_file(tmp_path) == packed
+    after = load_corpus(tmp_path, load_emotions())
+    assert (
+        after.sha256
+        == before.sha256
+        == json.loads((tmp_path / "provenance.json").read_text())["corpus_sha256"]
+    )
+    assert after.stories.equals(before.stories) and after.path == packed
+    # deterministic bytes: compressing again after expanding gives the same file
+    expand_corpus(tmp_path)
+    assert (tmp_path / "corpus.jsonl").read_bytes() == plain
+    assert compress_corpus(tmp_path).read_bytes() == packed.read_bytes()
+    run_corpus(str(tiny_dir), n_rounds_extra=1, **kw)  # extending expands, then compresses the finished file
+    assert corpus_file(tmp_path).name == "corpus.jsonl.gz" and not (tmp_path / "corpus.jsonl").exists()
+    bigger = load_corpus(tmp_path, load_emotions())
+    assert (
+        len(bigger.stories) == 171 * 2
+        and bigger.stories.head(171)["text"].tolist() == before.stories["text"].tolist()
+    )
+    # refusals
+    (tmp_path / "corpus.jsonl").write_bytes(plain)
+    with pytest.raises(ValueError, match="both"):
+        load_corpus(tmp_path, load_emotions())
+    with pytest.raises(ValueError, match="exists already"):
+        compress_corpus(tmp_path)
+    (tmp_path / "corpus.jsonl.gz").unlink()
+    with pytest.raises(ValueError, match="not the corpus its provenance"):
+        compress_corpus(tmp_path)  # the provenance now records the extended corpus
+    with pytest.raises(FileNotFoundError):
+        expand_corpus(tmp_path)
+    (tmp_path / "corpus.jsonl.gz").write_bytes(b"\x1f\x8b\x08\x00truncated")
+    (tmp_path / "corpus.jsonl").unlink()
+    with pytest.raises(ValueError, match="not a complete gzip"):
+        load_corpus(tmp_path, load_emotions())
+
+
+def test_corpus_dir_for_follows_the_environment(monkeypatch, tmp_path):
+    from emolib.corpus import corpus_dir_for
+
+    monkeypatch.delenv("EMOLIB_CORPUS_DIR", raising=False)
+    assert corpus_dir_for("smollm2-135m-instruct").parts[-3:] == ("data", "corpus", "smollm2-135m-instruct")
+    monkeypatch.setenv("EMOLIB_CORPUS_DIR", str(tmp_path))
+    assert corpus_dir_for("smollm2-135m-instruct") == tmp_path / "smollm2-135m-instruct"
+    assert corpus_dir_for("smollm2-135m-instruct", root="x") == Path("x") / "smollm2-135m-instruct"
