@@ -9,6 +9,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # the result store (emolib.store) is off unless a test turns it on: tests count forwards and hooks, and must
 # never read an entry another run left behind
 os.environ.setdefault("EMOLIB_STORE", "off")
+os.environ.pop("EMOLIB_CORPUS_DIR", None)  # the tests read the committed corpora in data/corpus
 
 import random  # noqa: E402
 

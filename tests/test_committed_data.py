@@ -6,7 +6,15 @@ from __future__ import annotations
 import json
 
 from emolib.constants import DATA_DIR
-from emolib.corpus import EARLIER_PROMPTS, _recorded_prompts_hash, corpus_dir_for, load_corpus, prompts_hash
+from emolib.corpus import (
+    EARLIER_PROMPTS,
+    _read_bytes,
+    _recorded_prompts_hash,
+    corpus_dir_for,
+    corpus_file,
+    load_corpus,
+    prompts_hash,
+)
 from emolib.stimuli import file_sha256, load_emotions
 
 SHA = {
@@ -48,7 +56,7 @@ def test_default_corpus_file_is_complete_in_job_order():
     folder = corpus_dir_for("smollm2-135m-instruct")
     prov = json.loads((folder / "provenance.json").read_text())
     n = prov["counts"]["stories"] + prov["counts"]["neutral"]
-    lines = (folder / "corpus.jsonl").read_bytes().splitlines(keepends=True)
+    lines = _read_bytes(corpus_file(folder)).splitlines(keepends=True)
     assert len(lines) == n
     assert hashlib.sha256(b"".join(lines)).hexdigest() == prov["corpus_sha256"]
     recs = [json.loads(x) for x in lines]
@@ -57,6 +65,12 @@ def test_default_corpus_file_is_complete_in_job_order():
     n_jobs = 171 * (jobs["n_per_emotion"] + jobs.get("n_rounds_extra", 0)) + jobs["n_neutral"]
     n_jobs += jobs.get("n_neutral_extra", 0)
     assert n == n_jobs and prov["complete"] is True
+
+
+def test_committed_corpus_files_stay_small():
+    """A corpus file above 20 MB is committed compressed (python -m emolib.corpus --compress DIR)."""
+    for f in sorted(DATA_DIR.glob("corpus/*/corpus.jsonl*")):
+        assert f.stat().st_size < 20_000_000, f"{f} is {f.stat().st_size / 1e6:.0f} MB: compress it"
 
 
 def test_posttrain_data_and_adapters_are_documented():
