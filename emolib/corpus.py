@@ -250,9 +250,6 @@ def degenerate_reason(text: str) -> str | None:
     return None
 
 
-# --- generation ---------------------------------------------------------------------------------
-
-
 # --- the corpus file: plain while it is written, gzip-compressed once finished ---------------------------
 
 CORPUS_FILE = "corpus.jsonl"
@@ -276,13 +273,14 @@ def corpus_file(folder: str | Path) -> Path:
 def _read_bytes(path: Path) -> bytes:
     """The content of a JSONL file, decompressed if its name ends in ``.gz``."""
     import gzip
+    import zlib
 
     data = path.read_bytes()
     if path.suffix != ".gz":
         return data
     try:
         return gzip.decompress(data)
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         raise ValueError(f"{path}: not a complete gzip file ({e}); restore it from version control") from e
 
 
@@ -300,8 +298,8 @@ def _recorded_sha(folder: Path) -> str | None:
 def compress_corpus(folder: str | Path) -> Path:
     """Replace a finished ``folder/corpus.jsonl`` by ``corpus.jsonl.gz`` (deterministic bytes: no name or
     time in the gzip header), after checking that the copy decompresses to the same content and that this
-    content is the one ``provenance.json`` records. A large corpus committed this way takes about a quarter
-    of the space. Returns the compressed file."""
+    content is the one ``provenance.json`` records. A corpus committed this way takes under a third of the
+    space (SmolLM2's 200-per-emotion corpus: 10.6 MB for 36 MB). Returns the compressed file."""
     import gzip
 
     folder = Path(folder)
@@ -343,6 +341,9 @@ def expand_corpus(folder: str | Path) -> Path:
     os.replace(tmp, plain)
     packed.unlink()
     return plain
+
+
+# --- generation ---------------------------------------------------------------------------------
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -643,7 +644,11 @@ def run_corpus(
     corpus extended in bfloat16, about 2x faster on an AVX-512 CPU). Allowed only once everything before the extra
     rounds is written, and before any extra round was sampled in ``dtype``; it is part of the recorded
     design (``jobs.extra_rounds_dtype``), so a resume must pass it again, while ``model.dtype`` in the
-    provenance stays the dtype of the main part."""
+    provenance stays the dtype of the main part.
+
+    A folder holding a compressed corpus (``corpus.jsonl.gz``, see :func:`compress_corpus`) is expanded before
+    anything is sampled and compressed again when the run completes; a run interrupted in between leaves the
+    plain file, which a resume extends (compress it by hand once complete)."""
     from .constants import EMOTIONS_FILE, NEUTRAL_SUBJECTS_FILE, TOPICS_FILE
     from .models import load_model
     from .stimuli import file_sha256, load_emotions, load_topics

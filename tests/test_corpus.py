@@ -464,6 +464,9 @@ def test_a_compressed_corpus_loads_with_the_same_hash_and_extends(tiny_dir, tmp_
     (tmp_path / "corpus.jsonl").unlink()
     with pytest.raises(ValueError, match="not a complete gzip"):
         load_corpus(tmp_path, load_emotions())
+    (tmp_path / "corpus.jsonl.gz").write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff" + b"\xff" * 64)
+    with pytest.raises(ValueError, match="not a complete gzip"):  # a corrupt deflate stream
+        load_corpus(tmp_path, load_emotions())
 
 
 def test_corpus_dir_for_follows_the_environment(monkeypatch, tmp_path):
