@@ -5,8 +5,8 @@ Stories are averaged from ``token_offset`` on (the paper's 50th token), leaving 
 own emotion word when ``mask_leaks`` is on; neutral dialogues from their second token on. Stories with no
 token left after the offset (within the extraction's ``max_tokens``) are dropped and counted.
 
-**Stored chunks** (``chunked=True``): a corpus at the paper's design (60 stories per emotion, about two million
-tokens) takes hours to read on a CPU, so the per-story means can come from :mod:`emolib.store` in chunks:
+**Stored chunks** (``chunked=True``): a corpus of crossed design (the default model's: 200 stories per emotion,
+about 6.5 million tokens) takes hours to read on a CPU, so the per-story means can come from :mod:`emolib.store` in chunks:
 stories grouped by round (story ``j`` of every emotion; :data:`ROUNDS_PER_CHUNK` rounds per chunk, so each
 chunk covers every emotion alike) and neutral dialogues in blocks of :data:`NEUTRAL_PER_CHUNK`. Each chunk is
 one store entry keyed by the model's weights, the chunk's texts, the layers and the mask (the whole corpus one
