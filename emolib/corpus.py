@@ -20,7 +20,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -270,18 +270,20 @@ def corpus_file(folder: str | Path) -> Path:
     return packed if packed.exists() else plain
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The content of a JSONL file, decompressed if its name ends in ``.gz``."""
+def _decompress(data: bytes, path: Path) -> bytes:
     import gzip
     import zlib
 
-    data = path.read_bytes()
-    if path.suffix != ".gz":
-        return data
     try:
         return gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as e:
         raise ValueError(f"{path}: not a complete gzip file ({e}); restore it from version control") from e
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The content of a JSONL file, decompressed if its name ends in ``.gz``."""
+    data = path.read_bytes()
+    return _decompress(data, path) if path.suffix == ".gz" else data
 
 
 def content_sha256(path: str | Path) -> str:
@@ -295,6 +297,20 @@ def _recorded_sha(folder: Path) -> str | None:
     return json.loads(prov.read_text()).get("corpus_sha256") if prov.exists() else None
 
 
+def _convert(src: Path, dst: Path, content: Callable[[bytes], bytes]) -> Path:
+    """Write ``content(bytes of src)`` to ``dst`` atomically, then remove ``src``; refused when ``src`` is
+    missing or ``dst`` exists (the two forms of one corpus never live side by side)."""
+    if not src.exists():
+        raise FileNotFoundError(f"No {src.name} in {src.parent} to convert")
+    if dst.exists():
+        raise ValueError(f"{dst} exists already; remove one of the two files first")
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(content(src.read_bytes()))
+    os.replace(tmp, dst)
+    src.unlink()
+    return dst
+
+
 def compress_corpus(folder: str | Path) -> Path:
     """Replace a finished ``folder/corpus.jsonl`` by ``corpus.jsonl.gz`` (deterministic bytes: no name or
     time in the gzip header), after checking that the copy decompresses to the same content and that this
@@ -303,56 +319,35 @@ def compress_corpus(folder: str | Path) -> Path:
     import gzip
 
     folder = Path(folder)
-    plain, packed = folder / CORPUS_FILE, folder / COMPRESSED_FILE
-    if not plain.exists():
-        raise FileNotFoundError(f"No {CORPUS_FILE} in {folder} to compress")
-    if packed.exists():
-        raise ValueError(f"{packed} exists already; remove one of the two files first")
-    data = plain.read_bytes()
-    sha = hashlib.sha256(data).hexdigest()
-    recorded = _recorded_sha(folder)
-    if recorded != sha:
-        raise ValueError(
-            f"{plain} is not the corpus its provenance.json describes (recorded sha256 {recorded}, file {sha}); "
-            "only a finished corpus with its provenance is compressed"
-        )
-    blob = gzip.compress(data, compresslevel=9, mtime=0)
-    if gzip.decompress(blob) != data:  # pragma: no cover - a broken zlib
-        raise RuntimeError("gzip round trip changed the corpus; nothing was replaced")
-    tmp = folder / f".{COMPRESSED_FILE}.{os.getpid()}.tmp"
-    tmp.write_bytes(blob)
-    os.replace(tmp, packed)
-    plain.unlink()
-    return packed
+    plain = folder / CORPUS_FILE
+
+    def pack(data: bytes) -> bytes:
+        sha = hashlib.sha256(data).hexdigest()
+        recorded = _recorded_sha(folder)
+        if recorded != sha:
+            raise ValueError(
+                f"{plain} is not the corpus its provenance.json describes (recorded sha256 {recorded}, file "
+                f"{sha}); only a finished corpus with its provenance is compressed"
+            )
+        blob = gzip.compress(data, compresslevel=9, mtime=0)
+        if gzip.decompress(blob) != data:  # pragma: no cover - a broken zlib
+            raise RuntimeError("gzip round trip changed the corpus; nothing was replaced")
+        return blob
+
+    return _convert(plain, folder / COMPRESSED_FILE, pack)
 
 
 def expand_corpus(folder: str | Path) -> Path:
     """The reverse of :func:`compress_corpus` (a compressed corpus is expanded before it is extended):
     writes ``corpus.jsonl`` from ``corpus.jsonl.gz`` and removes the compressed file. Returns the plain file."""
     folder = Path(folder)
-    plain, packed = folder / CORPUS_FILE, folder / COMPRESSED_FILE
-    if not packed.exists():
-        raise FileNotFoundError(f"No {COMPRESSED_FILE} in {folder} to expand")
-    if plain.exists():
-        raise ValueError(f"{plain} exists already; remove one of the two files first")
-    data = _read_bytes(packed)
-    tmp = folder / f".{CORPUS_FILE}.{os.getpid()}.tmp"
-    tmp.write_bytes(data)
-    os.replace(tmp, plain)
-    packed.unlink()
-    return plain
+    packed = folder / COMPRESSED_FILE
+    return _convert(packed, folder / CORPUS_FILE, lambda data: _decompress(data, packed))
 
 
-# --- generation ---------------------------------------------------------------------------------
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a JSONL file (gzip-compressed if its name ends in ``.gz``). A torn last line (a run killed
-    mid-write) is ignored; a malformed line elsewhere is an error."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    lines = _read_bytes(path).decode("utf-8").split("\n")
+def _parse_jsonl(data: bytes, path: Path) -> list[dict[str, Any]]:
+    """Records of JSONL content read from ``path`` (named in errors); see :func:`read_jsonl`."""
+    lines = data.decode("utf-8").split("\n")
     out = []
     for n, line in enumerate(lines):
         if not line.strip():
@@ -364,6 +359,15 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
                 break
             raise ValueError(f"{path}: line {n + 1} is not valid JSON ({e})") from e
     return out
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a JSONL file (gzip-compressed if its name ends in ``.gz``). A torn last line (a run killed
+    mid-write) is ignored; a malformed line elsewhere is an error."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return _parse_jsonl(_read_bytes(path), path)
 
 
 def _append(path: Path, records: Iterable[dict[str, Any]]) -> int:
@@ -979,7 +983,8 @@ def load_corpus(folder: str | Path, emotions: Sequence[str]) -> Corpus:
     path = corpus_file(folder)
     if not path.exists():
         raise FileNotFoundError(f"No corpus at {path}; generate one with python -m emolib.corpus --model ...")
-    recs = read_jsonl(path)
+    data = _read_bytes(path)  # read (and decompressed) once: parsed and hashed below
+    recs = _parse_jsonl(data, path)
     if not recs:
         raise ValueError(f"{path} holds no records")
     known = {e: i for i, e in enumerate(emotions)}
@@ -1007,6 +1012,6 @@ def load_corpus(folder: str | Path, emotions: Sequence[str]) -> Corpus:
         stories.reset_index(drop=True),
         neutral.reset_index(drop=True),
         tuple(emotions),
-        content_sha256(path),
+        hashlib.sha256(data).hexdigest(),
         path,
     )
